@@ -1,0 +1,1 @@
+"""What the validator and the depot both speak: codes, keys, messages, signatures, list files."""

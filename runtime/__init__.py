@@ -1,0 +1,1 @@
+"""What both programs need to start: configuration loading and logging setup."""

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import structlog
+
+from runtime.logs import configure_logging
+
+
+def test_json_lines_with_bound_context_and_no_secrets() -> None:
+    out = io.StringIO()
+    configure_logging("info", json=True, stream=out)
+    log = structlog.get_logger("hesgate.test").bind(device="bus-7")
+    log.info("batch stored", batch=3, password="hunter2")
+    logging.getLogger("aiohttp.access").info("GET /healthz 200")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["event"] == "batch stored"
+    assert lines[0]["device"] == "bus-7"
+    assert lines[0]["level"] == "info"
+    assert "hunter2" not in out.getvalue()
+    assert lines[1]["event"] == "GET /healthz 200"
+
+
+def test_level_filters_debug() -> None:
+    out = io.StringIO()
+    configure_logging("warning", json=True, stream=out)
+    structlog.get_logger("x").info("hidden")
+    structlog.get_logger("x").warning("shown")
+    assert "hidden" not in out.getvalue()
+    assert "shown" in out.getvalue()
