@@ -3,10 +3,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 
+import pytest
 import structlog
 
 from runtime.logs import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back for the next test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_json_lines_with_bound_context_and_no_secrets() -> None:
