@@ -19,7 +19,10 @@ class InvalidHesCode(ValueError):
 
 
 def normalize(text: str) -> str:
-    """Strip spaces and dashes and upper-case, as every Ministry client does."""
+    """Strip spaces and dashes and upper-case, as every Ministry client does.
+
+    Only meaningful for ASCII text: :func:`parse` refuses anything else first.
+    """
     return text.translate(_SEPARATORS).upper()
 
 
@@ -30,9 +33,10 @@ def is_valid(code: str) -> bool:
 
 def parse(text: str) -> str:
     """Normalise ``text`` and return the HES code, or raise :class:`InvalidHesCode`."""
-    code = normalize(text)
-    if not code.isascii():
+    # Check before upper-casing: the dotless i upper-cases to an ASCII "I", sharp s to "SS".
+    if not text.isascii():
         raise InvalidHesCode(text, "contains non-ASCII characters")
+    code = normalize(text)
     if len(code) != HES_CODE_LENGTH:
         raise InvalidHesCode(text, f"has {len(code)} characters, expected {HES_CODE_LENGTH}")
     if not is_valid(code):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+_NINE = re.compile(r"[0-9]{9}")
 _ELEVEN = re.compile(r"[0-9]{11}")
 _THREE = re.compile(r"[0-9]{3}")
 _MASKED = re.compile(r"\*{8}([0-9]{3})")
@@ -24,7 +25,9 @@ class InvalidTckn(ValueError):
 
 
 def check_digits(first_nine: str) -> str:
-    """Return d10 and d11 for the first nine digits."""
+    """Return d10 and d11 for the first nine digits, or raise :class:`InvalidTckn`."""
+    if not _NINE.fullmatch(first_nine):
+        raise InvalidTckn("nine digits are needed to compute the check digits")
     d = [int(c) for c in first_nine]
     d10 = (7 * (d[0] + d[2] + d[4] + d[6] + d[8]) - (d[1] + d[3] + d[5] + d[7])) % 10
     d11 = (sum(d) + d10) % 10
