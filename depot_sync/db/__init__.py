@@ -1,0 +1,1 @@
+"""The depot's PostgreSQL: the embedded server, the connection pool and the migrations."""
