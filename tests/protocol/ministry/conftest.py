@@ -1,0 +1,46 @@
+"""A simulator on loopback and a client pointed at it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import structlog
+
+from protocol.ministry import MinistryClient
+from protocol.ministry.simulator import Population, SimulatorHandle, running_simulator
+from tests.protocol.ministry.helpers import NOW, SEED, SIZE, SimClock, settings_for, sim_config
+
+
+@pytest.fixture
+def sim_clock() -> SimClock:
+    return SimClock(NOW)
+
+
+@pytest.fixture
+def population() -> Population:
+    return Population.generate(SEED, SIZE, now=NOW)
+
+
+@pytest.fixture
+async def sim(population: Population, sim_clock: SimClock) -> AsyncIterator[SimulatorHandle]:
+    async with running_simulator(sim_config(), population=population, clock=sim_clock) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def client(sim: SimulatorHandle) -> AsyncIterator[MinistryClient]:
+    async with MinistryClient(settings_for(sim)) as ministry:
+        yield ministry
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back for the next test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
