@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,10 +13,18 @@ from tests.pg import PgCluster, pg_cluster
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
-    """One PostgreSQL server for the whole run (``HESGATE_TEST_DSN`` or embedded)."""
-    with pg_cluster(tmp_path_factory.mktemp("postgres")) as cluster:
-        yield cluster
+def postgres() -> Iterator[PgCluster]:
+    """One PostgreSQL server for the whole run (``HESGATE_TEST_DSN`` or embedded).
+
+    Its directory is not under pytest's base temp: a concurrent pytest run prunes
+    old base temps, which would delete a running server's data.
+    """
+    base = Path(tempfile.mkdtemp(prefix="hesgate-pg-"))
+    try:
+        with pg_cluster(base) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,9 @@ class PgCluster:
             sql = f"CREATE DATABASE {_quote(name)}"
             if template is not None:
                 sql += f" TEMPLATE {_quote(template)}"
+                if conn.get_server_version().major >= 15:
+                    # Copying the files is much faster than WAL-logging a small template.
+                    sql += " STRATEGY FILE_COPY"
             await conn.execute(sql)
         finally:
             await conn.close()
@@ -95,6 +98,17 @@ class PgCluster:
         run_sync(self.drop_database(name))
 
 
+async def _throwaway_durability(dsn: str) -> None:
+    """Test data is thrown away: skip flushing it to disk, so databases come and go fast."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            await conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
 @contextmanager
 def pg_cluster(base_dir: Path) -> Iterator[PgCluster]:
     """The server named by ``HESGATE_TEST_DSN``, or an embedded one under ``base_dir``."""
@@ -111,6 +125,8 @@ def pg_cluster(base_dir: Path) -> Iterator[PgCluster]:
     base_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(base_dir / "pg", cleanup_mode="stop")
     try:
-        yield PgCluster(str(server.get_uri()))
+        cluster = PgCluster(str(server.get_uri()))
+        run_sync(_throwaway_durability(cluster.admin_dsn))
+        yield cluster
     finally:
         server.cleanup()

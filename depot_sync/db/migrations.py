@@ -18,6 +18,8 @@ from typing import Final
 import asyncpg
 import structlog
 
+from depot_sync.db import Conn
+
 log = structlog.get_logger("hesgate.depot.migrations")
 
 _NAME: Final = re.compile(r"(?P<number>[0-9]{3,})_(?P<name>[a-z0-9_]+)\.sql")
@@ -94,7 +96,7 @@ def discover(directory: Path) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def applied(conn: asyncpg.Connection) -> dict[int, Applied]:
+async def applied(conn: Conn) -> dict[int, Applied]:
     """What the database says was applied (empty for a new database)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
@@ -133,12 +135,12 @@ def plan(migrations: list[Migration], done: dict[int, Applied]) -> list[Migratio
     return todo
 
 
-async def pending(conn: asyncpg.Connection, directory: Path) -> list[Migration]:
+async def pending(conn: Conn, directory: Path) -> list[Migration]:
     """The migrations not yet applied (checking the applied ones)."""
     return plan(discover(directory), await applied(conn))
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path) -> list[Migration]:
+async def migrate(conn: Conn, directory: Path) -> list[Migration]:
     """Apply every pending migration in order; returns what was applied."""
     migrations = discover(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
