@@ -15,6 +15,7 @@ from typing import Literal
 
 from protocol.credentials import LIST_KEY_SIZE
 from protocol.messages import MAX_BODY_BYTES, MAX_DELTA_CHANGES
+from protocol.ministry import MinistrySettings
 from runtime.config import load_config
 
 #: The file ``hes-depot`` reads when neither ``--config`` nor ``HESGATE_CONFIG`` says otherwise.
@@ -262,6 +263,8 @@ class DepotConfig:
     refresh: RefreshSection = field(default_factory=RefreshSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
     policy: PolicySection = field(default_factory=PolicySection)
+    #: The Ministry's G2G service; without it online checks answer UNAVAILABLE and no refresh runs.
+    ministry: MinistrySettings | None = None
     log: LogSection = field(default_factory=LogSection)
 
     @property
