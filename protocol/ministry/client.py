@@ -81,6 +81,8 @@ T = TypeVar("T")
 
 #: Larger answers are refused: 500 results are a few hundred kilobytes.
 MAX_ANSWER_BYTES: Final = 8 * 1024 * 1024
+#: An attempt with less time than this left before the caller's deadline is not started.
+_MIN_ATTEMPT_S: Final = 0.01
 _USER_AGENT: Final = "hesgate-ministry-client/1"
 _LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -401,6 +403,8 @@ class MinistryClient:
         def should_retry(exc: Exception) -> bool | float:
             if not isinstance(exc, MinistryError) or not exc.retryable:
                 return False
+            if deadline is not None and deadline - loop.time() < _MIN_ATTEMPT_S:
+                return False
             if isinstance(exc, MinistryThrottled) and exc.retry_after_s is not None:
                 wait = exc.retry_after_s
                 if wait > settings.max_retry_after_s:
@@ -423,15 +427,31 @@ class MinistryClient:
         log: structlog.typing.FilteringBoundLogger,
     ) -> T:
         async with self._semaphore:
-            probe = self._breaker.acquire()
             timeout_s = self._settings.timeout_s
+            cut_by_deadline = False
             if deadline is not None:
-                timeout_s = min(timeout_s, max(deadline - asyncio.get_running_loop().time(), 0.001))
+                left = deadline - asyncio.get_running_loop().time()
+                if left < _MIN_ATTEMPT_S:
+                    raise MinistryTimeout(
+                        "the call's deadline passed before an attempt could start"
+                    )
+                cut_by_deadline = left < timeout_s
+                timeout_s = min(timeout_s, left)
+            probe = self._breaker.acquire()
             try:
                 reply = await self._exchange(self._urls[endpoint], payload, timeout_s)
                 value = interpret(reply)
             except HesCodeAnswer:
                 self._breaker.succeeded(probe)
+                raise
+            except MinistryTimeout:
+                # Cut short by the caller's budget, the attempt says nothing about the
+                # service's health measured against timeout_s: do not count it.
+                if cut_by_deadline:
+                    self._breaker.abandoned(probe)
+                else:
+                    self._breaker.failed(probe)
+                log.warning("ministry call timed out", attempt=number, timeout_s=timeout_s)
                 raise
             except MinistryAuthError as err:
                 self._breaker.failed(probe)

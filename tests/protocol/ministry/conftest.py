@@ -9,7 +9,12 @@ import pytest
 import structlog
 
 from protocol.ministry import MinistryClient
-from protocol.ministry.simulator import Population, SimulatorHandle, running_simulator
+from protocol.ministry.simulator import (
+    Population,
+    PopulationRecord,
+    SimulatorHandle,
+    running_simulator,
+)
 from tests.protocol.ministry.helpers import NOW, SEED, SIZE, SimClock, settings_for, sim_config
 
 
@@ -18,9 +23,15 @@ def sim_clock() -> SimClock:
     return SimClock(NOW)
 
 
+@pytest.fixture(scope="session")
+def people() -> list[PopulationRecord]:
+    """Generated once: records are immutable, each test gets its own Population of them."""
+    return list(Population.generate(SEED, SIZE, now=NOW))
+
+
 @pytest.fixture
-def population() -> Population:
-    return Population.generate(SEED, SIZE, now=NOW)
+def population(people: list[PopulationRecord]) -> Population:
+    return Population(people)
 
 
 @pytest.fixture
