@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from protocol.listsign import ListSigner
+from protocol.risk import HealthStatus
+from tests.validator.lists import change, delta_page, entry, hes_key, snapshot_file
+from validator.risklist import OVERLAY_NAME, SNAPSHOT_NAME, ListUpdateError, RiskList
+
+A, B, C, D = (hes_key(c) for c in ("AAAA000001", "BBBB000002", "CCCC000003", "DDDD000004"))
+
+
+@pytest.fixture
+def signer() -> ListSigner:
+    return ListSigner.generate("test-1")
+
+
+async def opened(data: Path, signer: ListSigner) -> RiskList:
+    rl = RiskList(data, signer.verifier())
+    await rl.load()
+    return rl
+
+
+async def test_empty_list_knows_nothing(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    assert rl.lookup(A) is None
+    assert (rl.version, rl.has_list, rl.age_s(0)) == (0, False, None)
+    await rl.close()
+
+
+async def test_snapshot_then_deltas_then_restart(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    download = snapshot_file(
+        tmp_path / "dl", [entry(A), entry(B, HealthStatus.RISKY)], signer, version=10
+    )
+    assert await rl.install_snapshot(download)
+    assert not download.exists()
+    assert rl.lookup(A) == entry(A)
+    assert rl.lookup(B) == entry(B, HealthStatus.RISKY)
+    assert rl.version == 10
+    await rl.apply_delta(
+        delta_page(
+            10,
+            12,
+            [
+                change(11, entry(A, HealthStatus.RISKY)),
+                change(12, entry(B), removed=True),
+                change(12, entry(C, last3="792")),
+            ],
+        )
+    )
+    assert rl.lookup(A) == entry(A, HealthStatus.RISKY)
+    assert rl.lookup(B) is None
+    assert rl.lookup(C) == entry(C, last3="792")
+    assert rl.version == 12
+    await rl.close()
+
+    again = await opened(tmp_path, signer)
+    assert again.version == 12
+    assert again.lookup(A) == entry(A, HealthStatus.RISKY)
+    assert again.lookup(B) is None
+    assert again.lookup(C) == entry(C, last3="792")
+    await again.close()
+
+
+async def test_later_change_of_a_key_wins_within_a_page(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [], signer, version=1))
+    await rl.apply_delta(delta_page(1, 3, [change(3, entry(A), removed=True), change(2, entry(A))]))
+    assert rl.lookup(A) is None
+    await rl.close()
+
+
+async def test_tampered_snapshot_is_refused_and_old_list_serves(
+    tmp_path: Path, signer: ListSigner
+) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    bad = snapshot_file(
+        tmp_path / "dl2", [entry(A, HealthStatus.RISKY), entry(B)], signer, version=6
+    )
+    data = bytearray(bad.read_bytes())
+    data[-3] ^= 0x01  # one bit of one payload
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ListUpdateError, match="snapshot refused"):
+        await rl.install_snapshot(bad)
+    assert not bad.exists()
+    assert rl.version == 5
+    assert rl.lookup(A) == entry(A)
+    # A snapshot signed by another key is refused the same way.
+    other = ListSigner.generate("test-1")
+    with pytest.raises(ListUpdateError):
+        await rl.install_snapshot(snapshot_file(tmp_path / "dl3", [entry(B)], other, version=7))
+    assert rl.lookup(B) is None
+    await rl.close()
+    # And the file on disk is still the good one.
+    again = await opened(tmp_path, signer)
+    assert again.lookup(A) == entry(A)
+    await again.close()
+
+
+async def test_older_snapshot_is_not_installed(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    assert not await rl.install_snapshot(
+        snapshot_file(tmp_path / "dl", [entry(B)], signer, version=4)
+    )
+    assert rl.lookup(A) is not None
+    assert rl.lookup(B) is None
+    await rl.close()
+
+
+async def test_delta_must_follow_the_list(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    with pytest.raises(ListUpdateError, match="no snapshot"):
+        await rl.apply_delta(delta_page(0, 1, [change(1, entry(A))]))
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [], signer, version=5))
+    with pytest.raises(ListUpdateError, match="starts after version 4"):
+        await rl.apply_delta(delta_page(4, 6, [change(6, entry(A))]))
+    with pytest.raises(ListUpdateError, match="outside"):
+        await rl.apply_delta(delta_page(5, 6, [change(7, entry(A))]))
+    assert rl.lookup(A) is None
+    assert rl.version == 5
+    await rl.close()
+
+
+async def test_new_snapshot_drops_overlay_it_covers(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    await rl.apply_delta(
+        delta_page(5, 8, [change(6, entry(B, HealthStatus.RISKY)), change(8, entry(C))])
+    )
+    # The depot's snapshot 7 holds change 6 (B is riskless again by then) but not 8.
+    await rl.install_snapshot(
+        snapshot_file(tmp_path / "dl", [entry(A), entry(B)], signer, version=7)
+    )
+    assert rl.lookup(B) == entry(B)
+    assert rl.lookup(C) == entry(C)
+    assert rl.version == 8
+    assert rl.overlay_size == 1
+    await rl.close()
+
+
+async def test_crash_between_snapshot_rename_and_overlay_update(
+    tmp_path: Path, signer: ListSigner
+) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [], signer, version=5))
+    await rl.apply_delta(delta_page(5, 6, [change(6, entry(A, HealthStatus.RISKY))]))
+    await rl.close()
+    # As if a newer snapshot was renamed into place and the process died right after.
+    snapshot_file(tmp_path / SNAPSHOT_NAME, [entry(A)], signer, version=9)
+    again = await opened(tmp_path, signer)
+    assert again.lookup(A) == entry(A)
+    assert again.version == 9
+    await again.close()
+
+
+async def test_corrupt_snapshot_on_disk_is_dropped_at_start(
+    tmp_path: Path, signer: ListSigner
+) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    await rl.apply_delta(delta_page(5, 6, [change(6, entry(B))]))
+    await rl.close()
+    path = tmp_path / SNAPSHOT_NAME
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x7F
+    path.write_bytes(bytes(data))
+    again = await opened(tmp_path, signer)
+    assert (again.has_list, again.version) == (False, 0)
+    assert again.lookup(A) is None
+    assert again.lookup(B) is None  # the overlay went with its snapshot
+    db = sqlite3.connect(tmp_path / OVERLAY_NAME)
+    assert db.execute("SELECT count(*) FROM overlay").fetchone()[0] == 0
+    db.close()
+    await again.close()
+
+
+async def test_age_restarts_when_marked_fresh(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(
+        snapshot_file(tmp_path / "dl", [], signer, version=1, created_ms=1_000_000)
+    )
+    assert rl.age_s(1_060_000) == 60
+    await rl.mark_fresh(2_000_000)
+    assert rl.age_s(2_030_000) == 30
+    await rl.close()
+    again = await opened(tmp_path, signer)
+    assert again.age_s(2_030_000) == 30
+    await again.close()
+
+
+async def test_lookups_go_on_during_a_big_update(tmp_path: Path, signer: ListSigner) -> None:
+    keys = [hes_key(f"K{i:09d}") for i in range(20_000)]
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(
+        snapshot_file(tmp_path / "dl", [entry(k) for k in keys], signer, version=1)
+    )
+    page = delta_page(1, 2, [change(2, entry(k, HealthStatus.RISKY)) for k in keys])
+    update = asyncio.create_task(rl.apply_delta(page))
+    await asyncio.sleep(0)
+    during = 0
+    while not update.done():
+        first, last = rl.lookup(keys[0]), rl.lookup(keys[-1])
+        assert first is not None
+        assert last is not None
+        # Never half a page: the first and the last change land together.
+        assert first.status is last.status
+        during += 1
+        await asyncio.sleep(0)
+    await update
+    assert during >= 5  # the update's disk work did not hold the lookups up
+    assert all(rl.lookup(k) == entry(k, HealthStatus.RISKY) for k in keys)
+    await rl.close()
