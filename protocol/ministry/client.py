@@ -392,7 +392,9 @@ class MinistryClient:
                             raise
         except TimeoutError as err:
             log.warning("ministry call past its deadline", last_error=_kind(last_error))
-            raise MinistryTimeout("no answer within the call's deadline") from (last_error or err)
+            raise MinistryTimeout("no answer within the call's deadline") from (
+                last_error or _without_frames(err)
+            )
         # stamina re-raises the last failure once attempts run out, so this is never reached.
         raise MinistryUnavailable("no attempt was made")
 
