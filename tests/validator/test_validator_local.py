@@ -22,6 +22,7 @@ from tests.validator.bus import Bench, bench, config_from, dead_depot_url, prelo
 from tests.validator.lists import card_key, entry, hes_key, sealed_policy
 from tests.validator.ptys import FakeCable, eventually
 from validator.app import TAPS_DB
+from validator.cli import main
 from validator.config import ValidatorConfig
 
 TODAY = local_day(dt.datetime.now(dt.UTC))
@@ -269,3 +270,21 @@ async def test_unplugged_scanner_shows_on_screen_and_comes_back(bus: Bench) -> N
     bus.cable.plug()
     await eventually(lambda: bus.validator.scanner.state.connected)
     assert (await bus.tap(b"GOOD000001\r"))["reason"] == "OK"
+
+
+async def test_status_command_for_a_person(bus: Bench, capsys: pytest.CaptureFixture[str]) -> None:
+    await bus.tap(b"RISK000002\r")
+    assert await asyncio.to_thread(main, ["status", "--url", bus.url]) == 0
+    out = capsys.readouterr().out
+    assert "Validator bus-0001" in out
+    assert "OFFLINE" in out
+    assert "version 7" in out
+    assert "1 waiting to upload" in out
+    assert "#1 RISKY red by local_list" in out
+    assert await asyncio.to_thread(main, ["status", "--json", "--url", bus.url]) == 0
+    assert json.loads(capsys.readouterr().out)["last_decision"]["seq"] == 1
+
+
+async def test_status_command_without_a_validator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await asyncio.to_thread(main, ["status", "--url", dead_depot_url()]) == 3
+    assert "no validator answers" in capsys.readouterr().err
