@@ -2,10 +2,11 @@
 
 Entries are buffered up to ``run_size``; a full buffer is sorted and spilled
 to an anonymous temporary file beside the target as one sorted run. On close
-the runs are merged chunk by chunk (vectorised, never more than about
-``run_size`` records in memory) into a temporary file beside the target,
-which is hashed, signed, fsynced and renamed over the target. The target is
-either the old file or the complete new one, never anything in between.
+the runs are merged chunk by chunk (vectorised, at most 64 runs at a time,
+never much more than ``run_size`` records in memory) into a temporary file
+beside the target, which is hashed, signed, fsynced and renamed over the
+target. The target is either the old file or the complete new one, never
+anything in between.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from protocol.snapshot.format import (
     HEADER_SIZE,
     KEY_DTYPE,
     MAX_U63,
+    RECORD_SIZE,
     Header,
     SnapshotError,
     SnapshotInfo,
@@ -38,8 +40,10 @@ from protocol.snapshot.format import (
     encode_entry,
 )
 
-#: Fewest records a run reader pulls from the spill file at once during the merge.
+#: Fewest records a run reader pulls from the spill file at once, unless runs are tiny.
 _MIN_MERGE_CHUNK: Final = 1024
+#: Most runs merged in one pass.
+_MAX_FAN_IN: Final = 64
 
 U64Array = NDArray[np.uint64]
 
@@ -248,43 +252,67 @@ class SnapshotWriter:
         )
 
     def _merge_runs(self, out_fd: int, count: int) -> None:
-        """Merge the sorted runs into the key and payload columns of ``out_fd``.
+        """Merge the spilled runs into the key and payload columns of ``out_fd``.
 
-        Each round takes, from every run's buffered chunk, the keys up to the
-        smallest last key among runs that still have records on disk: every
-        key up to that bound is then in memory, so the round's records can be
-        sorted and written out, and later rounds only hold larger keys.
+        At most ``fan_in`` runs are merged at once, each read ``run_size //
+        fan_in`` records at a time, so memory stays about ``run_size``
+        records however many runs there are; more runs than that are first
+        merged into longer runs appended to the spill file.
         """
         assert self._spill is not None
         spill_fd = self._spill.fileno()
-        chunk = max(_MIN_MERGE_CHUNK, self._run_size // len(self._runs))
-        readers = [_RunReader(spill_fd, offset, n, chunk) for offset, n in self._runs]
-        keys_at = HEADER_SIZE
-        payloads_at = HEADER_SIZE + count * KEY_DTYPE.itemsize
-        written = 0
-        previous: int | None = None
-        while True:
-            for reader in readers:
-                reader.fill()
-            live = [reader for reader in readers if reader.keys.size]
-            if not live:
-                break
-            pending = [int(reader.keys[-1]) for reader in live if reader.on_disk]
-            bound = min(pending) if pending else None
-            taken = [reader.take(bound) for reader in live]
-            keys = np.concatenate([k for k, _ in taken])
-            payloads = np.concatenate([p for _, p in taken])
-            if len(taken) > 1:
-                order = np.argsort(keys, kind="stable")
-                keys = keys[order]
-                payloads = payloads[order]
-            _check_increasing(keys, previous)
-            _pwrite_all(out_fd, keys, keys_at + written * KEY_DTYPE.itemsize)
-            _pwrite_all(out_fd, payloads, payloads_at + written * KEY_DTYPE.itemsize)
-            written += len(keys)
-            previous = int(keys[-1])
-        if written != count:
-            raise RuntimeError(f"merged {written} records of {count}")
+        fan_in = max(2, min(_MAX_FAN_IN, self._run_size // _MIN_MERGE_CHUNK))
+        chunk = max(1, self._run_size // fan_in)
+        runs = self._runs
+        while len(runs) > fan_in:
+            merged: list[tuple[int, int]] = []
+            for first in range(0, len(runs), fan_in):
+                group = runs[first : first + fan_in]
+                if len(group) == 1:
+                    merged.append(group[0])
+                    continue
+                n = sum(records for _, records in group)
+                offset = self._spill_end
+                _merge([_RunReader(spill_fd, *run, chunk) for run in group], spill_fd, offset, n)
+                self._spill_end = offset + n * RECORD_SIZE
+                merged.append((offset, n))
+            runs = merged
+        _merge([_RunReader(spill_fd, *run, chunk) for run in runs], out_fd, HEADER_SIZE, count)
+
+
+def _merge(readers: list[_RunReader], out_fd: int, at: int, count: int) -> None:
+    """Merge sorted runs into a key column at ``at`` and a payload column right after it.
+
+    Each round takes, from every run's buffered chunk, the keys up to the
+    smallest last key among runs that still have records on disk: every key
+    up to that bound is then in memory, so the round's records can be sorted
+    and written out, and later rounds only hold larger keys.
+    """
+    payloads_at = at + count * KEY_DTYPE.itemsize
+    written = 0
+    previous: int | None = None
+    while True:
+        for reader in readers:
+            reader.fill()
+        live = [reader for reader in readers if reader.keys.size]
+        if not live:
+            break
+        pending = [int(reader.keys[-1]) for reader in live if reader.on_disk]
+        bound = min(pending) if pending else None
+        taken = [reader.take(bound) for reader in live]
+        keys = np.concatenate([k for k, _ in taken])
+        payloads = np.concatenate([p for _, p in taken])
+        if len(taken) > 1:
+            order = np.argsort(keys, kind="stable")
+            keys = keys[order]
+            payloads = payloads[order]
+        _check_increasing(keys, previous)
+        _pwrite_all(out_fd, keys, at + written * KEY_DTYPE.itemsize)
+        _pwrite_all(out_fd, payloads, payloads_at + written * KEY_DTYPE.itemsize)
+        written += len(keys)
+        previous = int(keys[-1])
+    if written != count:
+        raise RuntimeError(f"merged {written} records of {count}")
 
 
 class _RunReader:
