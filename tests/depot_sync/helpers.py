@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterable
 
 import asyncpg
 
-from depot_sync.crypto import FieldCipher
+from depot_sync.credentials import MinistryFacts, MinistryState, hes_key, record_checked_code
+from depot_sync.crypto import FieldCipher, credential_context
 from depot_sync.devices import provision_device
 from protocol.credentials import ReadMethod
 from protocol.messages import TapRecord
 from protocol.reasons import DecidedBy, Decision, Reason
+from protocol.risk import Groups, HealthStatus, ListEntry
 
 #: 2024-03-01T08:00:00Z
 BASE_MS = 1_709_280_000_000
@@ -52,3 +55,50 @@ async def enrol(pool: asyncpg.Pool, device_id: str, field: FieldCipher | None = 
     """Enrol a device (with a throwaway key unless ``field`` is given); returns its secret."""
     async with pool.acquire() as conn:
         return await provision_device(conn, field or cipher(), device_id)
+
+
+def code_of(n: int) -> str:
+    """A distinct, valid HES code for each ``n``."""
+    return f"T{n:09d}"
+
+
+async def seed_found(
+    pool: asyncpg.Pool,
+    field: FieldCipher,
+    list_key: bytes,
+    numbers: Iterable[int],
+    *,
+    status: HealthStatus = HealthStatus.RISKLESS,
+    last3: str | None = "246",
+) -> list[bytes]:
+    """Record Ministry answers for the codes ``code_of(n)``; returns their keys."""
+    keys = []
+    now = dt.datetime.now(dt.UTC)
+    async with pool.acquire() as conn:
+        for n in numbers:
+            code = code_of(n)
+            key = hes_key(list_key, code)
+            facts = MinistryFacts(MinistryState.FOUND, status, now + dt.timedelta(days=30), last3)
+            await record_checked_code(
+                conn,
+                key=key,
+                sealed_code=field.seal_text(code, context=credential_context(key)),
+                facts=facts,
+                checked_at=now,
+            )
+            keys.append(key)
+    return keys
+
+
+async def listed(pool: asyncpg.Pool) -> dict[bytes, ListEntry]:
+    """The list as the credentials table says it is."""
+    rows = await pool.fetch(
+        "SELECT key, status, expiry_day, coalesce(tckn_last3, registered_last3) AS last3, groups "
+        "FROM credentials WHERE ministry_state = 'found'"
+    )
+    return {
+        r["key"]: ListEntry(
+            r["key"], HealthStatus(r["status"]), r["expiry_day"], r["last3"], Groups(r["groups"])
+        )
+        for r in rows
+    }

@@ -1,0 +1,1 @@
+"""The published risk list: its versions, delta pages and snapshot files."""
