@@ -48,6 +48,7 @@ _WHITESPACE_STR: Final = " \t\r\n"
 _CONTROL: Final = re.compile(rb"[\x00-\x1f\x7f]")
 _CONTROL_STR: Final = re.compile(r"[\x00-\x1f\x7f]")
 _NON_ASCII: Final = re.compile(rb"[^\x00-\x7f]")
+_CONTROL_NOT_LINE_BREAK: Final = re.compile(rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _LINE_BREAKS: Final = re.compile(rb"[\r\n]+")
 _AIM: Final = re.compile(r"\][A-Za-z][0-9A-Za-z]")
 _CARD: Final = re.compile(re.escape(CARD_PREFIX), re.IGNORECASE)
@@ -206,9 +207,8 @@ def parse_frame(frame: bytes) -> Credential:
         found = _NON_ASCII.search(frame, start, end)
         offset = found.start() if found is not None else start
         raise _refuse(FrameProblem.NON_ASCII, _non_ascii_detail(frame, offset), frame)
-    control = _CONTROL.search(frame, start, end)
-    if control is not None:
-        raise _control_error(body, frame, control.start())
+    if _CONTROL.search(frame, start, end) is not None:
+        raise _control_error(frame, start, end)
     text = body.decode("ascii")
     aim = _AIM.match(text)
     if aim is not None:
@@ -265,11 +265,16 @@ def _non_ascii_detail(frame: bytes, offset: int) -> str:
     return detail
 
 
-def _control_error(body: bytes, frame: bytes, offset: int) -> FrameError:
-    """Two frames joined by a line break are two codes; any other control byte is just that."""
-    lines = [line for line in _LINE_BREAKS.split(body) if line.strip(_WHITESPACE)]
-    if len(lines) > 1 and all(_reads(line) for line in lines):
-        return _refuse(FrameProblem.TWO_CODES, f"{len(lines)} credentials on separate lines", frame)
+def _control_error(frame: bytes, start: int, end: int) -> FrameError:
+    """Credentials on separate lines are two codes; any other control byte is just that."""
+    found = _CONTROL_NOT_LINE_BREAK.search(frame, start, end)
+    if found is None:
+        lines = [line for line in _LINE_BREAKS.split(frame[start:end]) if line.strip(_WHITESPACE)]
+        if len(lines) > 1 and all(_reads(line) for line in lines):
+            detail = f"{len(lines)} credentials on separate lines"
+            return _refuse(FrameProblem.TWO_CODES, detail, frame)
+        found = _LINE_BREAKS.search(frame, start, end)
+    offset = found.start() if found is not None else start
     detail = f"control byte 0x{frame[offset]:02x} at offset {offset}"
     return _refuse(FrameProblem.CONTROL_BYTES, detail, frame)
 
@@ -284,6 +289,7 @@ def _reads(line: bytes) -> bool:
 
 
 def _card(text: str, frame: bytes) -> Credential:
+    """A card reader frame, ``CARD:`` and the UID in hex."""
     uid = text[len(CARD_PREFIX) :].strip(" ")
     if _CARD.search(uid) is not None:
         raise _refuse(FrameProblem.TWO_CODES, "more than one card frame", frame)
@@ -296,6 +302,7 @@ def _card(text: str, frame: bytes) -> Credential:
 
 
 def _scanned(text: str, frame: bytes) -> Credential:
+    """A QR payload ``<11 chars>|<code>`` or a bare code."""
     fields = _SEPARATOR.split(text)
     if len(fields) == 1:
         return Credential(ReadMethod.QR, _code(text, frame))

@@ -280,6 +280,22 @@ def test_control_bytes_anywhere_are_refused(code: str, control: bytes, at: int, 
     assert caught.value.reason is FrameProblem.CONTROL_BYTES
 
 
+@pytest.mark.parametrize(
+    ("frame", "named"),
+    [
+        (b"R7G6915415\r\n\x00", "0x00 at offset 12"),
+        (b"R7\x1bG6\r\n915415", "0x1b at offset 2"),
+        (b"R7G6\r\n915415", "0x0d at offset 4"),
+        (b"  R7G6\n915415", "0x0a at offset 6"),
+    ],
+)
+def test_the_log_message_names_the_first_offending_control_byte(frame: bytes, named: str) -> None:
+    with pytest.raises(FrameError) as caught:
+        parse_frame(frame)
+    assert caught.value.reason is FrameProblem.CONTROL_BYTES
+    assert named in str(caught.value)
+
+
 @given(code=codes, drop=st.integers(0, 9))
 def test_nine_characters_are_a_bad_length(code: str, drop: int) -> None:
     with pytest.raises(FrameError) as caught:
