@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 MSGPACK: Final = "application/msgpack"
 M = TypeVar("M")
+_NOT_CONTACTED: Final = "not contacted yet"
 #: Error bodies are read this far for the log line, no further.
 _ERROR_BODY_LIMIT: Final = 512
 
@@ -118,8 +119,7 @@ class DepotClient:
         self._online = False
         self._last_contact_ms: int | None = None
         self._skew_s: float | None = None
-        self._error: str | None = "not contacted yet"
-        self._failures = 0
+        self._error: str | None = _NOT_CONTACTED
         self._reconnect_hooks: list[Callable[[], None]] = []
         self._log = log.bind(device=device_id, depot=self._origin)
 
@@ -200,9 +200,11 @@ class DepotClient:
         self._error = None
 
     def _unreachable(self, problem: str) -> None:
-        self._failures += 1
-        if self._online or self._error != problem:
+        # Once per outage at warning; every failure during it only at debug.
+        if self._online or self._error == _NOT_CONTACTED:
             self._log.warning("depot_unreachable", error=problem)
+        else:
+            self._log.debug("depot_unreachable", error=problem)
         self._online = False
         self._error = problem
 
