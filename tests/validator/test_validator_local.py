@@ -288,3 +288,50 @@ async def test_status_command_for_a_person(bus: Bench, capsys: pytest.CaptureFix
 async def test_status_command_without_a_validator(capsys: pytest.CaptureFixture[str]) -> None:
     assert await asyncio.to_thread(main, ["status", "--url", dead_depot_url()]) == 3
     assert "no validator answers" in capsys.readouterr().err
+
+
+async def test_online_check_gives_up_within_budget_on_a_hung_depot(
+    tmp_path: Path, signer: ListSigner, cable: FakeCable
+) -> None:
+    # A depot that takes the connection and never answers.
+    hold = asyncio.Event()
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await hold.wait()
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    preload(
+        tmp_path / "data",
+        signer,
+        entries=LIST,
+        policy=sealed_policy(signer, offline=Behaviour.ALLOW_FLAGGED),
+    )
+    text = provisioned_toml(
+        device_id="bus-0001",
+        depot_url=f"http://127.0.0.1:{port}",
+        signer=signer,
+        scanner_port=cable.path,
+        screen_port=0,
+        data_dir=tmp_path / "data",
+    ).replace("[depot]\n", "[depot]\nonline_budget_ms = 200\n")
+    try:
+        async with bench(config_from(text, tmp_path / "v.toml"), cable) as b:
+            started = time.monotonic()
+            last = await b.tap(b"NOPE000009\r")
+            waited = time.monotonic() - started
+            assert (last["reason"], last["decision"], last["colour"]) == (
+                "UNKNOWN_OFFLINE",
+                "allow_flagged",
+                "yellow",
+            )
+            # The budget holds: the answer did not wait for the hung depot.
+            assert 0.2 <= last["latency_us"] / 1e6 < 0.5
+            assert waited < 2.0
+            assert (await b.status())["online_failures"] == 1
+    finally:
+        hold.set()
+        server.close()
+        await server.wait_closed()
+        cable.unplug()
