@@ -67,7 +67,9 @@ def test_every_single_digit_typo_is_caught(first_nine: str, at: int, delta: int)
 
 
 @given(first_nines, st.integers(0, 9))
-def test_swapping_neighbours_is_still_valid_they_differ_by_0_or_5(first_nine: str, at: int) -> None:
+def test_swapping_neighbours_is_caught_unless_they_differ_by_0_or_5(
+    first_nine: str, at: int
+) -> None:
     number = make(first_nine)
     a, b = int(number[at]), int(number[at + 1])
     swapped = number[:at] + number[at + 1] + number[at] + number[at + 2 :]
