@@ -96,7 +96,9 @@ def encode(message: object) -> bytes:
         data = msgpack.packb(message, default=_plain, use_bin_type=True, datetime=False)
     except (TypeError, ValueError, OverflowError) as err:
         raise MessageError("", f"cannot encode {cls.__name__}: {err}") from err
-    codec.decode(codec.unpack(data, max_bytes=len(data)))
+    # Our own bytes: msgpack's default limits (the data's size) are safe here,
+    # and let an oversized list be named by its path rather than refused whole.
+    codec.decode(codec.unpack(data, max_bytes=len(data), trusted=True))
     return data
 
 
@@ -147,15 +149,21 @@ class _Codec:
     plain: Callable[[Any], object]
     limits: _Limits
 
-    def unpack(self, data: bytes, *, max_bytes: int) -> object:
-        """Parse MessagePack with this schema's size limits, or raise :class:`MessageError`."""
+    def unpack(self, data: bytes, *, max_bytes: int, trusted: bool = False) -> object:
+        """Parse MessagePack, or raise :class:`MessageError`.
+
+        Untrusted data is parsed with this schema's size limits: msgpack
+        allocates a container as soon as it reads its header, so a few bytes
+        claiming a huge array must be refused before they cost memory.
+        """
         try:
             size = len(data)
         except TypeError as err:
             raise MessageError("", f"expected bytes, got {type(data).__name__}") from err
         if size > max_bytes:
             raise MessageError("", f"body is {size} bytes, more than the {max_bytes} allowed")
-        limits = self.limits
+        # Our own bytes can only hold as many items as they have bytes.
+        limits = _Limits(size, size, size, size) if trusted else self.limits
         try:
             return msgpack.unpackb(
                 data,
@@ -182,7 +190,29 @@ class _Codec:
         except UnicodeDecodeError as err:
             raise MessageError("", f"not valid MessagePack: a string is not UTF-8: {err}") from err
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as err:
-            raise MessageError("", f"not valid MessagePack: {err}") from err
+            raise MessageError("", _unpack_problem(self.cls, err)) from err
+
+
+_SIZE_LIMIT: Final = re.compile(r"([0-9]+) exceeds max_(str|bin|array|map|ext)_len\(([0-9]+)\)")
+_SIZE_UNITS: Final = {
+    "str": "a string of {} bytes",
+    "bin": "a binary of {} bytes",
+    "array": "an array of {} items",
+    "map": "a map of {} entries",
+    "ext": "an extension value of {} bytes",
+}
+
+
+def _unpack_problem(cls: type[Any], err: Exception) -> str:
+    """What msgpack refused, in the codec's words."""
+    found = _SIZE_LIMIT.fullmatch(str(err))
+    if found is None:
+        return f"not valid MessagePack: {err}"
+    size, kind, limit = found.groups()
+    what = _SIZE_UNITS[kind].format(size)
+    if kind == "ext":
+        return f"{what}: extension types are not used"
+    return f"{what} is larger than anything in {cls.__name__} may be (at most {limit})"
 
 
 class _DuplicateKey(ValueError):
