@@ -58,6 +58,10 @@ class InvalidListKey(ValueError):
     """The list key is not 32 bytes."""
 
 
+class InvalidCredentialValue(ValueError):
+    """The value is not a normalised, ASCII credential."""
+
+
 def credential_key(list_key: bytes, kind: CredentialKind, value: str) -> bytes:
     """The first 8 bytes of HMAC-SHA256(list key, kind byte + normalised value).
 
@@ -66,7 +70,11 @@ def credential_key(list_key: bytes, kind: CredentialKind, value: str) -> bytes:
     """
     if len(list_key) != LIST_KEY_SIZE:
         raise InvalidListKey(f"the list key is {LIST_KEY_SIZE} bytes, got {len(list_key)}")
-    mac = hmac.new(list_key, bytes([kind]) + value.encode("ascii"), hashlib.sha256)
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError as err:
+        raise InvalidCredentialValue("a credential value is ASCII once normalised") from err
+    mac = hmac.new(list_key, bytes([kind]) + raw, hashlib.sha256)
     return mac.digest()[:KEY_SIZE]
 
 

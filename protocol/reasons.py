@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from types import MappingProxyType
 
 
 class Colour(enum.StrEnum):
@@ -60,35 +61,37 @@ class ScreenText:
 
 #: The colour and texts of each reason. STALE_LIST and UNKNOWN_OFFLINE show
 #: yellow here; when the policy says to refuse, the validator shows red.
-SCREEN: dict[Reason, ScreenText] = {
-    Reason.OK: ScreenText(Colour.GREEN, "İyi yolculuklar", "Have a good trip"),
-    Reason.RISKY: ScreenText(
-        Colour.RED, "Riskli HES kodu: biniş yapılamaz", "Risky HES code: boarding refused"
-    ),
-    Reason.EXPIRED: ScreenText(Colour.RED, "HES kodunun süresi dolmuş", "HES code has expired"),
-    Reason.NOT_FOUND: ScreenText(Colour.RED, "HES kodu bulunamadı", "HES code not found"),
-    Reason.TCKN_MISMATCH: ScreenText(
-        Colour.RED,
-        "T.C. Kimlik No son 3 hanesi uyuşmuyor",
-        "Last 3 digits of T.C. ID do not match",
-    ),
-    Reason.TIME_WINDOW: ScreenText(
-        Colour.RED,
-        "Yaş grubunuz için bu saatte seyahat yasak",
-        "Your age group may not travel at this hour",
-    ),
-    Reason.UNKNOWN_OFFLINE: ScreenText(
-        Colour.YELLOW,
-        "Bağlantı yok: kod doğrulanamadı",
-        "Offline: code could not be verified",
-    ),
-    Reason.STALE_LIST: ScreenText(
-        Colour.YELLOW, "Risk listesi güncel değil", "Risk list is out of date"
-    ),
-    Reason.UNREADABLE: ScreenText(
-        Colour.YELLOW, "Okunamadı, tekrar deneyin", "Could not read, please try again"
-    ),
-}
+SCREEN: MappingProxyType[Reason, ScreenText] = MappingProxyType(
+    {
+        Reason.OK: ScreenText(Colour.GREEN, "İyi yolculuklar", "Have a good trip"),
+        Reason.RISKY: ScreenText(
+            Colour.RED, "Riskli HES kodu: biniş yapılamaz", "Risky HES code: boarding refused"
+        ),
+        Reason.EXPIRED: ScreenText(Colour.RED, "HES kodunun süresi dolmuş", "HES code has expired"),
+        Reason.NOT_FOUND: ScreenText(Colour.RED, "HES kodu bulunamadı", "HES code not found"),
+        Reason.TCKN_MISMATCH: ScreenText(
+            Colour.RED,
+            "T.C. Kimlik No son 3 hanesi uyuşmuyor",
+            "Last 3 digits of T.C. ID do not match",
+        ),
+        Reason.TIME_WINDOW: ScreenText(
+            Colour.RED,
+            "Yaş grubunuz için bu saatte seyahat yasak",
+            "Your age group may not travel at this hour",
+        ),
+        Reason.UNKNOWN_OFFLINE: ScreenText(
+            Colour.YELLOW,
+            "Bağlantı yok: kod doğrulanamadı",
+            "Offline: code could not be verified",
+        ),
+        Reason.STALE_LIST: ScreenText(
+            Colour.YELLOW, "Risk listesi güncel değil", "Risk list is out of date"
+        ),
+        Reason.UNREADABLE: ScreenText(
+            Colour.YELLOW, "Okunamadı, tekrar deneyin", "Could not read, please try again"
+        ),
+    }
+)
 
 
 def colour_of(reason: Reason, decision: Decision) -> Colour:

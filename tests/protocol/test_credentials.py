@@ -14,6 +14,7 @@ from protocol.credentials import (
     LIST_KEY_SIZE,
     Credential,
     CredentialKind,
+    InvalidCredentialValue,
     InvalidListKey,
     ReadMethod,
     credential_key,
@@ -129,3 +130,8 @@ def test_a_credential_is_a_frozen_value() -> None:
     assert credential == Credential(ReadMethod.QR, "R7G6915415", None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         credential.value = "ABCD123456"  # type: ignore[misc]
+
+
+def test_non_ascii_value_is_a_typed_error() -> None:
+    with pytest.raises(InvalidCredentialValue):
+        credential_key(bytes(32), CredentialKind.HES_CODE, "HIJK12345İ")
