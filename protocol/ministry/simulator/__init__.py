@@ -25,6 +25,12 @@ from protocol.ministry.simulator.population import (
     PopulationRecord,
     ScheduledChange,
 )
+from protocol.ministry.simulator.registrations import (
+    Registration,
+    registration_of,
+    registrations_csv,
+    write_registrations,
+)
 from protocol.ministry.simulator.running import SimulatorHandle, running_simulator, serve_app
 from protocol.ministry.simulator.stats import SimulatorStats
 
@@ -39,6 +45,7 @@ __all__ = [
     "PopulationError",
     "PopulationRecord",
     "PopulationSection",
+    "Registration",
     "ScheduledChange",
     "ServerSection",
     "SimulatorConfig",
@@ -47,7 +54,10 @@ __all__ = [
     "SimulatorStats",
     "make_simulator_app",
     "population_from_config",
+    "registration_of",
+    "registrations_csv",
     "running_simulator",
     "serve_app",
     "utc_now",
+    "write_registrations",
 ]

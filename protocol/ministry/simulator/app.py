@@ -5,18 +5,16 @@ paths, with Basic auth, the bulk limit, JHipster error bodies and the
 configured faults; plus a JSON admin API under ``/admin/`` to change faults,
 schedule status changes, read the counters and export the population:
 
-========================  ===================================================
-``GET /admin/faults``     the faults in force and their run-time state
-``PUT /admin/faults``     replace them (``{}`` clears), ``PATCH`` merges
-``DELETE /admin/faults``  clear them
-``GET /admin/stats``      calls, in flight, max in flight, per endpoint/status
-``DELETE /admin/stats``   zero the counters
-``POST /admin/schedule``  ``{"hes_code", "at" | "in_s", "status"?, "expires_at"?}`` or a list
-``GET /admin/schedule``   changes not applied yet
-``GET /admin/population`` every record, ``?format=json`` (default) or ``csv``
-``PUT /admin/population/{code}``  add or replace one record
-``GET /healthz``          liveness
-========================  ===================================================
+- ``GET /admin/faults``: the faults in force and their run-time state;
+  ``PUT`` replaces them (``{}`` clears), ``PATCH`` merges, ``DELETE`` clears.
+- ``GET /admin/stats``: calls, in flight, max in flight, per endpoint and
+  status; ``DELETE`` zeroes them.
+- ``POST /admin/schedule``: ``{"hes_code", "at" | "in_s", "status"?,
+  "expires_at"?}`` or a list of them; ``GET`` lists changes not applied yet.
+- ``GET /admin/population?format=json|csv|registrations``: every record, or
+  card registrations for ``hes-depot import-registrations``.
+- ``PUT /admin/population/{code}``: add or replace one record.
+- ``GET /healthz``: liveness.
 
 Run it with ``handler_cancellation=True`` (as :func:`running_simulator` and
 the CLI do) so a call whose client went away stops counting as in flight.
@@ -51,6 +49,7 @@ from protocol.ministry.simulator.population import (
     change_to_mapping,
     record_from_mapping,
 )
+from protocol.ministry.simulator.registrations import registrations_csv
 from protocol.ministry.simulator.stats import SimulatorStats
 from runtime.config import ConfigError, build
 
@@ -414,7 +413,9 @@ async def _get_population(request: web.Request) -> web.Response:
         return web.Response(text=state.population.to_csv(), content_type="text/csv")
     if form == "json":
         return web.Response(text=_dumps(state.population.to_json()), content_type=_JSON)
-    return _admin_error(400, "format is json or csv")
+    if form == "registrations":
+        return web.Response(text=registrations_csv(state.population), content_type="text/csv")
+    return _admin_error(400, "format is json, csv or registrations")
 
 
 async def _put_record(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ environment variables, then these flags. Examples::
 
     hes-ministry-sim --user IBB-TEST:secret --seed 7 --size 5000 --port 8089
     hes-ministry-sim --user A:B --seed 7 --size 5000 --export people.csv --export-only
+    hes-ministry-sim --user A:B --seed 7 --size 5000 --export-registrations regs.csv --export-only
     hes-ministry-sim --config sim.toml --faults '{"latency_max_s": 0.05, "unavailable_rate": 0.02}'
 
 The listening line is logged as ``simulator listening`` with ``base_url``,
@@ -29,6 +30,7 @@ import structlog
 from protocol.ministry.simulator.app import make_simulator_app, population_from_config, utc_now
 from protocol.ministry.simulator.config import SimulatorConfig
 from protocol.ministry.simulator.population import Population, PopulationError
+from protocol.ministry.simulator.registrations import write_registrations
 from protocol.ministry.simulator.running import serve_app
 from protocol.ministry.wire import LIVE_PATH, TEST_PATH
 from runtime.config import ConfigError, load_config
@@ -55,7 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin-token", help="require this bearer token on /admin/")
     parser.add_argument("--export", type=Path, help="write the population to this .csv/.json")
     parser.add_argument(
-        "--export-only", action="store_true", help="exit after --export instead of serving"
+        "--export-registrations",
+        type=Path,
+        metavar="PATH",
+        help="write card registrations (card_uid,hes_code,tckn,birth_year) for the population",
+    )
+    parser.add_argument(
+        "--export-only", action="store_true", help="exit after exporting instead of serving"
     )
     parser.add_argument("--log-level", help="debug, info, warning or error")
     return parser
@@ -101,11 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         population = population_from_config(config.population, now=utc_now())
         if args.export is not None:
             population.dump(args.export)
+        if args.export_registrations is not None:
+            write_registrations(population, args.export_registrations)
     except (ConfigError, PopulationError, OSError, json.JSONDecodeError) as err:
         parser.exit(2, f"hes-ministry-sim: {err}\n")
     log = structlog.get_logger("hesgate.ministry.simulator")
     if args.export is not None:
         log.info("population exported", path=str(args.export), codes=len(population))
+    if args.export_registrations is not None:
+        log.info("registrations exported", path=str(args.export_registrations))
     if args.export_only:
         return 0
     with contextlib.suppress(KeyboardInterrupt):

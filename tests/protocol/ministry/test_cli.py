@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from protocol.ministry import MinistryClient, MinistrySettings
-from protocol.ministry.simulator import Population
+from protocol.ministry.simulator import Population, registrations_csv
 from protocol.ministry.simulator.cli import main
 from protocol.risk import HealthStatus
 
@@ -108,3 +109,23 @@ async def test_the_command_serves_until_terminated(tmp_path: Path) -> None:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_registrations_link_each_person_to_a_card(tmp_path: Path) -> None:
+    target = tmp_path / "registrations.csv"
+    argv = ["--user", "A:B", "--seed", "5", "--size", "60", "--export-registrations", str(target)]
+    assert main([*argv, "--export-only"]) == 0
+    rows = list(csv.DictReader(target.read_text(encoding="utf-8").splitlines()))
+    people = list(Population.generate(5, 60))
+    assert [(row["hes_code"], row["tckn"]) for row in rows] == [
+        (r.hes_code, r.tckn) for r in people
+    ]
+    assert len({row["card_uid"] for row in rows}) == 60
+    assert all(len(row["card_uid"]) == 14 and int(row["card_uid"], 16) >= 0 for row in rows)
+    years = [int(row["birth_year"]) for row in rows]
+    assert all(1940 <= year <= 2015 for year in years)
+    assert min(years) < 1960  # some 65+ riders
+    assert max(years) > 2006  # and some under 20
+    # The same people always get the same cards.
+    assert target.read_text(encoding="utf-8") == registrations_csv(Population(people))

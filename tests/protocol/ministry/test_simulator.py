@@ -16,6 +16,7 @@ from protocol.ministry.simulator import (
     ServerSection,
     SimulatorConfig,
     SimulatorHandle,
+    registrations_csv,
     running_simulator,
 )
 from tests.protocol.ministry.helpers import (
@@ -400,6 +401,10 @@ async def test_admin_population_export_round_trips(
     assert list(Population.from_csv(text)) == list(sim.population)
     _, data = await admin(http, "GET", sim.admin_url + "population")
     assert list(Population.from_json(data)) == list(sim.population)
+    _, registrations = await admin(http, "GET", sim.admin_url + "population?format=registrations")
+    assert registrations == registrations_csv(sim.population)
+    status, _ = await admin(http, "GET", sim.admin_url + "population?format=xml")
+    assert status == 400
 
 
 async def test_admin_adds_a_record_that_then_answers(
