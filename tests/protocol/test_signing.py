@@ -115,6 +115,14 @@ def test_the_signature_covers_exactly_the_documented_string() -> None:
     }
 
 
+def test_the_documented_example_signature() -> None:
+    # Computed with `openssl dgst -sha256 -mac HMAC -macopt hexkey:0001..1f`.
+    headers = signed(body=b"")
+    assert headers[HEADER_SIGNATURE] == (
+        "d0e6e6c5342aaddc4419242ad1ab32990d521692f718e65e10acc60b74ce993d"
+    )
+
+
 def test_a_fresh_nonce_and_the_clock_by_default() -> None:
     first = sign_request(device_id="bus-7", secret=SECRET, method="GET", path_qs="/", body=b"")
     second = sign_request(device_id="bus-7", secret=SECRET, method="GET", path_qs="/", body=b"")
