@@ -251,6 +251,8 @@ def _wire_name(value: object) -> str:
 
 def _quote(value: object) -> str:
     """A short ``repr`` of an untrusted value."""
+    if isinstance(value, str | bytes) and len(value) > _QUOTE_CHARS:
+        value = value[:_QUOTE_CHARS]  # never repr a whole megabyte
     text = repr(value)
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
 
