@@ -275,7 +275,7 @@ def test_a_decoder_wants_bytes() -> None:
         decode(TapAck, 42)  # type: ignore[arg-type]
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(cls=st.sampled_from(MESSAGE_CLASSES), data=st.binary(max_size=200))
 def test_any_bytes_raise_only_message_error(cls: type[Any], data: bytes) -> None:
     with contextlib.suppress(MessageError):
@@ -297,7 +297,7 @@ PLAIN = st.recursive(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cls=st.sampled_from(MESSAGE_CLASSES), value=PLAIN)
 def test_any_msgpack_value_raises_only_message_error(cls: type[Any], value: object) -> None:
     try:
@@ -319,7 +319,7 @@ def _replace_somewhere(draw: st.DrawFn, wire: Any, value: object) -> Any:
     return value
 
 
-@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cls=st.sampled_from(MESSAGE_CLASSES), data=st.data())
 def test_a_message_with_any_field_changed_decodes_or_names_a_field(
     cls: type[Any], data: st.DataObject
@@ -338,7 +338,7 @@ def test_a_message_with_any_field_changed_decodes_or_names_a_field(
     )
 
 
-@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cls=st.sampled_from(MESSAGE_CLASSES), data=st.data())
 def test_damaged_bytes_raise_only_message_error(cls: type[Any], data: st.DataObject) -> None:
     encoded = bytearray(encode(data.draw(message_strategy(cls))))

@@ -143,7 +143,7 @@ def test_every_top_level_message_carries_the_version(cls: type[Any]) -> None:
 
 
 @pytest.mark.parametrize("cls", MESSAGE_CLASSES, ids=lambda cls: cls.__name__)
-@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_round_trip(cls: type[Any], data: st.DataObject) -> None:
     message = data.draw(message_strategy(cls))
@@ -153,7 +153,7 @@ def test_round_trip(cls: type[Any], data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("cls", TOP_LEVEL, ids=lambda cls: cls.__name__)
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)
 @given(data=st.data())
 def test_top_level_messages_are_maps_keyed_by_field_name(
     cls: type[Any], data: st.DataObject
@@ -164,7 +164,7 @@ def test_top_level_messages_are_maps_keyed_by_field_name(
 
 
 @pytest.mark.parametrize("cls", TOP_LEVEL, ids=lambda cls: cls.__name__)
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data())
 def test_another_protocol_version_is_refused(cls: type[Any], data: st.DataObject) -> None:
     wire = msgpack.unpackb(encode(data.draw(message_strategy(cls))))

@@ -290,7 +290,7 @@ def test_an_auth_error_reads_as_its_reason() -> None:
     ]
 
 
-@settings(max_examples=40)
+@settings(max_examples=40, deadline=None)
 @given(body=st.binary(max_size=64), other=st.binary(max_size=64), query=st.text(max_size=20))
 def test_only_the_signed_body_and_path_verify(body: bytes, other: bytes, query: str) -> None:
     path = "/v1/risklist/delta?since=" + "".join(c for c in query if c.isascii() and c.isalnum())
