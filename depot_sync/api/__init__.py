@@ -1,0 +1,1 @@
+"""The depot's HTTP endpoints: one module per group of users."""

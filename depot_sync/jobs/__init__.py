@@ -1,0 +1,1 @@
+"""Background work: snapshots, the Ministry refresh, partitions and housekeeping."""

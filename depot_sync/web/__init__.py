@@ -1,0 +1,1 @@
+"""The operator page at ``/``: one static HTML file, no build step."""
