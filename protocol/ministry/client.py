@@ -254,10 +254,11 @@ class MinistryClient:
     async def check(self, hes_code: str, *, timeout_s: float | None = None) -> HesResult:
         """Ask ``check-hes-code`` about one code.
 
-        ``timeout_s`` is a deadline for the whole call, retries included.
-        Raises :class:`~protocol.hescode.InvalidHesCode` before calling
-        anything if ``hes_code`` is not a HES code, else a
-        :class:`MinistryError` for every failure.
+        ``timeout_s`` is a deadline for the whole call, retries included
+        (zero or less: :class:`MinistryTimeout` at once). Raises
+        :class:`~protocol.hescode.InvalidHesCode` before calling anything if
+        ``hes_code`` is not a HES code, else a :class:`MinistryError` for
+        every failure.
         """
         return await self._single(wire.CHECK, hes_code, plus=False, timeout_s=timeout_s)
 
@@ -347,7 +348,8 @@ class MinistryClient:
         if timeout_s is None:
             return None
         if timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+            # A spent budget is a time-out like any other, not a programming error.
+            raise MinistryTimeout("the call's deadline had passed before it started")
         return asyncio.get_running_loop().time() + timeout_s
 
     async def _call(

@@ -317,3 +317,14 @@ async def test_a_timeout_of_the_configured_length_counts_against_the_service(
             await client.check(pick(sim.population).hes_code)
         assert breaker(client) is BreakerState.OPEN
     await wait_until_idle(sim)
+
+
+async def test_a_spent_budget_is_a_timeout_without_a_call(
+    sim: SimulatorHandle, client: MinistryClient
+) -> None:
+    code = pick(sim.population).hes_code
+    with pytest.raises(MinistryTimeout):
+        await client.check(code, timeout_s=0)
+    with pytest.raises(MinistryTimeout):
+        await client.check(code, timeout_s=0.001)
+    assert sim.stats.calls == 0
