@@ -11,11 +11,12 @@ header and so opens a 10-million-entry list in milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -50,6 +51,46 @@ _LAST3_OF: Final = tuple(f"{value:03d}" for value in range(1000))
 _KEY_AT: Final = struct.Struct("<Q").unpack_from
 _PAYLOAD_AT: Final = struct.Struct("<HHBB").unpack_from
 _EMPTY_KEYS: Final[NDArray[np.uint64]] = np.empty(0, dtype=KEY_DTYPE)
+
+EntryMaker = Callable[[bytes, HealthStatus, "int | None", "str | None", Groups], ListEntry]
+
+
+def _entry_maker() -> EntryMaker:
+    """A faster ``ListEntry(...)`` for the lookup path.
+
+    A frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, which costs more than the whole binary search.
+    ListEntry has slots, so its fields can be set straight through their
+    slot descriptors instead. Should ListEntry ever gain other fields, lose
+    its slots or validate in ``__post_init__``, the plain constructor is used.
+    """
+    names = tuple(field.name for field in dataclasses.fields(ListEntry))
+    if (
+        names != ("key", "status", "expiry_day", "tckn_last3", "groups")
+        or "__slots__" not in ListEntry.__dict__
+        or hasattr(ListEntry, "__post_init__")
+    ):
+        return ListEntry
+    new = object.__new__
+    set_key, set_status, set_expiry, set_last3, set_groups = (
+        ListEntry.__dict__[name].__set__ for name in names
+    )
+
+    def make(
+        key: bytes, status: HealthStatus, expiry: int | None, last3: str | None, groups: Groups
+    ) -> ListEntry:
+        entry = new(ListEntry)
+        set_key(entry, key)
+        set_status(entry, status)
+        set_expiry(entry, expiry)
+        set_last3(entry, last3)
+        set_groups(entry, groups)
+        return entry
+
+    return make
+
+
+_make_entry: Final = _entry_maker()
 
 _log = structlog.get_logger(__name__)
 
@@ -178,7 +219,7 @@ class Snapshot:
             return None
         expiry, last3, status, groups = _PAYLOAD_AT(mapped, self._payload_at + 8 * index)
         try:
-            return ListEntry(
+            return _make_entry(
                 key,
                 _STATUS_OF[status],
                 None if expiry == NONE_U16 else expiry,
@@ -249,7 +290,7 @@ class Snapshot:
         del payloads
         try:
             return [
-                ListEntry(
+                _make_entry(
                     key.to_bytes(KEY_SIZE, "big"),
                     _STATUS_OF[status],
                     None if expiry == NONE_U16 else expiry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterator
@@ -317,6 +318,19 @@ def test_a_malformed_record_is_never_answered_even_unverified(
 
 
 # --- the read API ---------------------------------------------------------------------
+
+
+def test_a_looked_up_entry_is_an_ordinary_frozen_list_entry(written: Path) -> None:
+    expected = sample(10)[4]
+    with Snapshot.open(written, VERIFIER) as snap:
+        found = snap.lookup(expected.key)
+    assert type(found) is ListEntry
+    assert found == expected
+    assert hash(found) == hash(expected)
+    assert repr(found) == repr(expected)
+    assert {found: 1}[expected] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found.status = HealthStatus.RISKLESS  # type: ignore[misc]
 
 
 def test_lookups_at_and_beyond_both_ends(tmp_path: Path) -> None:
