@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -84,7 +84,7 @@ class ListSigner:
         check_key_id(key_id)
         try:
             key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as err:
             raise KeyFormatError(f"not an unencrypted PEM private key: {err}") from err
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFormatError(f"expected an Ed25519 private key, got {type(key).__name__}")
@@ -142,7 +142,7 @@ class ListVerifier:
         check_key_id(key_id)
         try:
             key = serialization.load_pem_public_key(pem)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as err:
             raise KeyFormatError(f"not a PEM public key: {err}") from err
         if not isinstance(key, Ed25519PublicKey):
             raise KeyFormatError(f"expected an Ed25519 public key, got {type(key).__name__}")
