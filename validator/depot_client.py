@@ -172,8 +172,17 @@ class DepotClient:
         return int((self._clock() - (self._skew_s or 0.0)) * 1000)
 
     def _reached(self, headers: Mapping[str, str]) -> None:
+        self._last_contact_ms = int(self._clock() * 1000)
+        self._note_clock(headers)
+        if not self._online:
+            self._online = True
+            self._log.info("depot_reachable")
+            for hook in self._reconnect_hooks:
+                hook()
+        self._error = None
+
+    def _note_clock(self, headers: Mapping[str, str]) -> None:
         now = self._clock()
-        self._last_contact_ms = int(now * 1000)
         date = headers.get("Date")
         if date:
             try:
@@ -192,12 +201,6 @@ class DepotClient:
                         skew_s=round(self._skew_s, 1),
                         bound_s=self._skew_bound_s,
                     )
-        if not self._online:
-            self._online = True
-            self._log.info("depot_reachable")
-            for hook in self._reconnect_hooks:
-                hook()
-        self._error = None
 
     def _unreachable(self, problem: str) -> None:
         # Once per outage at warning; every failure during it only at debug.
@@ -257,9 +260,18 @@ class DepotClient:
         except aiohttp.ClientError as err:
             self._unreachable(f"{method} {path_qs}: {err.__class__.__name__}: {err}")
             raise DepotUnavailable(f"{method} {path_qs}: {err}") from err
-        self._reached(reply.headers)
-        self.raise_for_status(method, path_qs, reply)
+        self._answered(method, path_qs, reply)
         return reply
+
+    def _answered(self, method: str, path_qs: str, reply: Reply) -> None:
+        """Note what an answer says about the link, then raise for an error status."""
+        if reply.status >= 500:
+            # A gateway or a depot in trouble: its clock still counts, its service does not.
+            self._note_clock(reply.headers)
+            self._unreachable(f"{method} {path_qs}: HTTP {reply.status}")
+        else:
+            self._reached(reply.headers)
+        self.raise_for_status(method, path_qs, reply)
 
     def raise_for_status(self, method: str, path_qs: str, reply: Reply) -> None:
         """Turn an error status into the matching typed error."""
@@ -320,12 +332,10 @@ class DepotClient:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
-                self._reached(response.headers)
                 if response.status >= 400:
                     body = await response.content.read(_ERROR_BODY_LIMIT)
-                    self.raise_for_status(
-                        "GET", path_qs, Reply(response.status, response.headers, body)
-                    )
+                    self._answered("GET", path_qs, Reply(response.status, response.headers, body))
+                self._reached(response.headers)
                 yield response
         except TimeoutError as err:
             self._unreachable(f"GET {path_qs}: no answer in time")

@@ -38,12 +38,13 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self, retry_after_s: float | None = None) -> float:
-        """The wait before the next try; the server's ``Retry-After`` wins when given."""
+        """The wait before the next try: never sooner than the server's ``Retry-After``."""
         self.failures += 1
-        if retry_after_s is not None:
-            return min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S)
         step = min(self._max, math.ldexp(self._initial, min(self.failures - 1, 62)))
-        return step / 2 + self._rng() * step / 2
+        delay = step / 2 + self._rng() * step / 2
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+        return delay
 
     def reset(self) -> None:
         """A try worked: start from the shortest delay next time."""

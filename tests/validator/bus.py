@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,36 @@ def provisioned_toml(
     extra: str = "",
 ) -> str:
     """What ``hes-depot provision-device`` prints, plus the bus's own sections."""
+    printed = validator_config(
+        device_id=device_id,
+        secret=secret,
+        list_key=LIST_KEY,
+        depot_url=depot_url,
+        list_key_id=signer.key_id,
+        list_public_pem=signer.public_pem().decode("ascii"),
+    )
+    return on_the_bus(
+        printed,
+        scanner_port=scanner_port,
+        screen_port=screen_port,
+        data_dir=data_dir,
+        idle_s=idle_s,
+        extra=extra,
+    )
+
+
+def on_the_bus(
+    printed: str,
+    *,
+    scanner_port: Path,
+    screen_port: int,
+    data_dir: Path,
+    idle_s: float = 20.0,
+    extra: str = "",
+) -> str:
+    """The provisioned configuration with the serial port and screen address added."""
     return (
-        validator_config(
-            device_id=device_id,
-            secret=secret,
-            list_key=LIST_KEY,
-            depot_url=depot_url,
-            list_key_id=signer.key_id,
-            list_public_pem=signer.public_pem().decode("ascii"),
-        )
+        printed
         + f'\n[scanner]\nport = "{scanner_port}"\nreopen_interval_s = 0.1\n'
         + f'\n[screen]\nhost = "127.0.0.1"\nport = {screen_port}\nidle_s = {idle_s}\n'
         + f'\n[storage]\ndata_dir = "{data_dir}"\n'
@@ -127,8 +149,10 @@ class Bench:
 
 
 @contextlib.asynccontextmanager
-async def bench(config: ValidatorConfig, cable: FakeCable) -> AsyncIterator[Bench]:
-    validator = Validator(config)
+async def bench(
+    config: ValidatorConfig, cable: FakeCable, *, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Bench]:
+    validator = Validator(config, clock=clock)
     async with validator, aiohttp.ClientSession() as http:
         b = Bench(validator, cable, http)
         await eventually(lambda: validator.scanner.state.connected)

@@ -19,11 +19,13 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     assert backoff.next_delay() <= 1.0
 
 
-def test_retry_after_wins_but_is_bounded() -> None:
+def test_retry_after_is_honoured_but_bounded() -> None:
     backoff = Backoff(1.0, 60.0)
     assert backoff.next_delay(120.0) == 120.0
     assert backoff.next_delay(10 * MAX_RETRY_AFTER_S) == MAX_RETRY_AFTER_S
-    assert backoff.failures == 2
+    # "Retry-After: 0" is no licence to spin: the backoff still applies.
+    assert 2.0 <= backoff.next_delay(0.0) <= 4.0
+    assert backoff.failures == 3
 
 
 def test_retry_after_header_forms() -> None:
