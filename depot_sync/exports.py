@@ -76,8 +76,6 @@ class TripFilters:
         start_ms = int(self.start.timestamp() * 1000)
         end_ms = int(self.end.timestamp() * 1000)
         return (
-            self.start.astimezone(dt.UTC).date(),
-            self.end.astimezone(dt.UTC).date(),
             start_ms,
             end_ms,
             self.device,
@@ -137,10 +135,10 @@ def _names(column: str, members: type[enum.IntEnum]) -> str:
 
 _WHERE: Final = """
   FROM taps
- WHERE day BETWEEN $1::date AND $2::date AND time_ms >= $3 AND time_ms < $4
-   AND ($5::text IS NULL OR device_id = $5)
-   AND ($6::text IS NULL OR vehicle = $6)
-   AND ($7::text IS NULL OR route = $7)
+ WHERE time_ms >= $1 AND time_ms < $2
+   AND ($3::text IS NULL OR device_id = $3)
+   AND ($4::text IS NULL OR vehicle = $4)
+   AND ($5::text IS NULL OR route = $5)
  ORDER BY time_ms, device_id, seq
 """
 _TIME: Final = (

@@ -12,7 +12,7 @@ through a temporary table with ``ON CONFLICT DO NOTHING`` instead.
 
 from __future__ import annotations
 
-import datetime as dt
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -26,14 +26,9 @@ from protocol.messages import TapRecord
 
 log = structlog.get_logger("hesgate.depot.ingest")
 
-MS_PER_DAY: Final = 86_400_000
-_EPOCH: Final = dt.date(1970, 1, 1)
-
-#: The columns a batch fills, in the order of :func:`tap_row`.
+#: The columns a batch fills: the record's fields in wire order, then the device.
 TAP_COLUMNS: Final = (
-    "device_id",
     "seq",
-    "day",
     "time_ms",
     "method",
     "key",
@@ -47,7 +42,9 @@ TAP_COLUMNS: Final = (
     "trip",
     "lat",
     "lon",
+    "device_id",
 )
+_FIELDS: Final = operator.attrgetter(*TAP_COLUMNS[:-1])
 
 # The lock comes first: gaps read in the same statement would come from the snapshot taken
 # before waiting for it, missing what the batch that held the lock wrote.
@@ -71,46 +68,17 @@ class IngestResult:
     gaps: tuple[Gap, ...]
 
 
-def day_of_ms(time_ms: int) -> dt.date:
-    """The UTC day of a tap time (ms since the epoch): the partition it goes to."""
-    return _EPOCH + dt.timedelta(days=time_ms // MS_PER_DAY)
-
-
-def tap_row(device_id: str, tap: TapRecord, day: dt.date) -> tuple[object, ...]:
+def tap_row(device_id: str, tap: TapRecord) -> tuple[object, ...]:
     """A tap as a row of :data:`TAP_COLUMNS`."""
-    return (
-        device_id,
-        tap.seq,
-        day,
-        tap.time_ms,
-        tap.method,
-        tap.key,
-        tap.decision,
-        tap.reason,
-        tap.decided_by,
-        tap.list_version,
-        tap.latency_us,
-        tap.vehicle,
-        tap.route,
-        tap.trip,
-        tap.lat,
-        tap.lon,
-    )
+    return (*_FIELDS(tap), device_id)
 
 
 def _rows(
     device_id: str, taps: Sequence[TapRecord], indexes: Sequence[int]
 ) -> list[tuple[object, ...]]:
-    days: dict[int, dt.date] = {}
-    rows = []
-    for i in indexes:
-        tap = taps[i]
-        number = tap.time_ms // MS_PER_DAY
-        day = days.get(number)
-        if day is None:
-            day = days[number] = _EPOCH + dt.timedelta(days=number)
-        rows.append(tap_row(device_id, tap, day))
-    return rows
+    fields = _FIELDS
+    tail = (device_id,)
+    return [fields(taps[i]) + tail for i in indexes]
 
 
 async def _lock_state(conn: Conn, device_id: str) -> SeqState:
@@ -139,7 +107,7 @@ async def _copy_skipping_stored(conn: Conn, rows: list[tuple[object, ...]]) -> i
     )
     await conn.copy_records_to_table("tap_batch", records=rows, columns=TAP_COLUMNS)
     status = await conn.execute(
-        "INSERT INTO taps SELECT * FROM tap_batch ON CONFLICT (device_id, seq, day) DO NOTHING"
+        "INSERT INTO taps SELECT * FROM tap_batch ON CONFLICT (device_id, seq, time_ms) DO NOTHING"
     )
     return int(status.rsplit(" ", 1)[1])
 

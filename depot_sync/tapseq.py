@@ -109,6 +109,11 @@ def plan_batch(state: SeqState, seqs: Sequence[int]) -> BatchPlan:
 
     A number already stored, or seen earlier in the same batch, is a duplicate.
     """
+    if seqs and min(seqs) > state.max_seq:
+        distinct = set(seqs)
+        if len(distinct) == len(seqs):
+            # The usual batch: every record is newer than anything stored, none repeated.
+            return _apply(state, tuple(range(len(seqs))), 0, distinct)
     firsts = [g.first for g in state.gaps]
     seen: set[int] = set()
     new: list[int] = []
@@ -121,14 +126,21 @@ def plan_batch(state: SeqState, seqs: Sequence[int]) -> BatchPlan:
         new.append(index)
     if not new:
         return BatchPlan((), duplicates, state)
+    return _apply(state, tuple(new), duplicates, seen)
 
+
+def _apply(state: SeqState, new: tuple[int, ...], duplicates: int, seen: set[int]) -> BatchPlan:
+    """The plan storing ``new`` (batch indexes) whose sequence numbers are ``seen``."""
     added = sorted(seen)
     new_max = max(state.max_seq, added[-1])
     candidates = list(state.gaps)
     if new_max > state.max_seq:
         # Everything new above the old maximum starts as missing; what arrived is cut out below.
         candidates.append(Gap(state.max_seq + 1, new_max))
-    gaps = tuple(_subtract(candidates, _runs(added)))
+    # Sorted and distinct: contiguous exactly when the span equals the count.
+    contiguous = added[-1] - added[0] + 1 == len(added)
+    runs = [(added[0], added[-1])] if contiguous else _runs(added)
+    gaps = tuple(_subtract(candidates, runs))
     ack = gaps[0].first - 1 if gaps else new_max
     changed = gaps != state.gaps
-    return BatchPlan(tuple(new), duplicates, SeqState(ack, new_max, gaps), changed)
+    return BatchPlan(new, duplicates, SeqState(ack, new_max, gaps), changed)

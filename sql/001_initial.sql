@@ -252,14 +252,14 @@ CREATE TABLE snapshots (
 
 -- ------------------------------------------------------------------- taps
 
--- Tap records, partitioned by the UTC day of the tap (day = time_ms / 86400000).
--- (device_id, seq) is unique: device_sync / tap_gaps decide what is new, and
--- the unique index below guards it within each day (a partitioned table's
--- unique index must contain the partition key).
+-- Tap records, partitioned by UTC day on the tap's own time (time_ms), so a
+-- day is one range [midnight, next midnight) in ms since the epoch and drops
+-- whole. (device_id, seq) is unique: device_sync / tap_gaps decide what is new
+-- (see docs/depot.md, "Ingest"), and the unique index below guards it (a
+-- partitioned table's unique index must contain the partition key; a record
+-- sent again carries the same time, so the guard still catches it).
 CREATE TABLE taps (
-    device_id    text NOT NULL,
     seq          bigint NOT NULL,
-    day          date NOT NULL,
     time_ms      bigint NOT NULL,
     method       smallint,
     key          bytea,
@@ -273,19 +273,26 @@ CREATE TABLE taps (
     trip         text NOT NULL,
     lat          double precision,
     lon          double precision,
+    device_id    text NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now()
-) PARTITION BY RANGE (day);
-CREATE UNIQUE INDEX taps_device_seq ON taps (device_id, seq, day);
+) PARTITION BY RANGE (time_ms);
+CREATE UNIQUE INDEX taps_device_seq ON taps (device_id, seq, time_ms);
 
 -- Days without their own partition (a device clock far off, or a day not
 -- created yet) land here; ensure_tap_partition moves them out.
 CREATE TABLE taps_default PARTITION OF taps DEFAULT;
 
--- Create the partition of day d (if missing), moving its rows out of the default partition.
+-- The first ms of UTC day d.
+CREATE FUNCTION day_start_ms(d date) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$ SELECT (d - date '1970-01-01')::bigint * 86400000 $$;
+
+-- Create the partition of UTC day d (if missing), moving its rows out of the default partition.
 CREATE FUNCTION ensure_tap_partition(d date) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     name text := 'taps_' || to_char(d, 'YYYYMMDD');
+    lo   bigint := day_start_ms(d);
+    hi   bigint := day_start_ms(d + 1);
 BEGIN
     IF to_regclass(name) IS NOT NULL THEN
         RETURN false;
@@ -295,10 +302,11 @@ BEGIN
         RETURN false;
     END IF;
     EXECUTE format('CREATE TABLE %I (LIKE taps INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
-    EXECUTE format('INSERT INTO %I SELECT * FROM taps_default WHERE day = %L', name, d);
-    EXECUTE format('DELETE FROM taps_default WHERE day = %L', d);
-    EXECUTE format('ALTER TABLE taps ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
-                   name, d, d + 1);
+    EXECUTE format('INSERT INTO %I SELECT * FROM taps_default WHERE time_ms >= %s AND time_ms < %s',
+                   name, lo, hi);
+    EXECUTE format('DELETE FROM taps_default WHERE time_ms >= %s AND time_ms < %s', lo, hi);
+    EXECUTE format('ALTER TABLE taps ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
+                   name, lo, hi);
     RETURN true;
 END $$;
 

@@ -81,10 +81,12 @@ async def purge(conn: Conn, cutoff: dt.date, *, dry_run: bool = False) -> PurgeR
                 await conn.execute(f'DROP TABLE "{name}"')
         if dry_run:
             default_rows = await conn.fetchval(
-                "SELECT count(*) FROM taps_default WHERE day < $1", cutoff
+                "SELECT count(*) FROM taps_default WHERE time_ms < day_start_ms($1)", cutoff
             )
         else:
-            status = await conn.execute("DELETE FROM taps_default WHERE day < $1", cutoff)
+            status = await conn.execute(
+                "DELETE FROM taps_default WHERE time_ms < day_start_ms($1)", cutoff
+            )
             default_rows = int(status.rsplit(" ", 1)[1])
     if not dry_run:
         log.info(

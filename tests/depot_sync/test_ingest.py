@@ -60,7 +60,7 @@ async def test_records_keep_every_field(pool: asyncpg.Pool) -> None:
     assert (row["decision"], row["reason"], row["decided_by"]) == (1, 0, 1)
     assert (row["vehicle"], row["route"], row["trip"]) == ("34 ABC 01", "500T", "T-0800")
     assert row["lat"] == record.lat
-    assert str(row["day"]) == "2024-03-01"
+    assert row["device_id"] == "bus-1"
 
 
 async def test_state_lost_still_stores_nothing_twice(pool: asyncpg.Pool) -> None:

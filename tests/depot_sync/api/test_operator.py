@@ -9,7 +9,7 @@ import tracemalloc
 import asyncpg
 import pytest
 
-from depot_sync.ingest import TAP_COLUMNS, day_of_ms, tap_row
+from depot_sync.ingest import TAP_COLUMNS, tap_row
 from depot_sync.operators import Role
 from protocol.messages import PROTOCOL_VERSION, TapBatch
 from tests.depot_sync.api.conftest import Harness
@@ -23,7 +23,7 @@ async def load_taps(
     rows = []
     for seq in range(1, count + 1):
         record = tap(seq, time_ms=BASE_MS + seq * 100, vehicle=vehicle)
-        rows.append(tap_row(device, record, day_of_ms(record.time_ms)))
+        rows.append(tap_row(device, record))
     await pool.copy_records_to_table("taps", records=rows, columns=TAP_COLUMNS)
 
 
