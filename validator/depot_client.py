@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -355,6 +356,20 @@ class DepotClient:
 
 
 def _reason_of(reply: Reply) -> str:
-    """A short, printable reason from an error answer's body."""
-    text = reply.body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+    """A short, printable reason from an error answer's body.
+
+    The depot's errors are JSON (``{"error", "message", "reason"?}``); anything
+    else (a gateway's HTML page) is shown as squeezed text.
+    """
+    raw = reply.body[:_ERROR_BODY_LIMIT]
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "error" in parsed:
+        text = f"{parsed['error']}: {parsed.get('message', '')}"
+        if parsed.get("reason"):
+            text += f" ({parsed['reason']})"
+    else:
+        text = raw.decode("utf-8", "replace")
     return " ".join(text.split())[:200] or "(no reason given)"

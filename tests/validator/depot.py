@@ -89,18 +89,24 @@ async def live_depot(
     policy_toml: str | None = None,
     port: int = 0,
     middlewares: tuple[Middleware, ...] = (),
-    signer: ListSigner | None = None,
+    again: LiveDepot | None = None,
     **sections: Any,
 ) -> AsyncIterator[LiveDepot]:
-    """The depot's app on ``127.0.0.1:port`` (a free port by default)."""
-    signer = signer or ListSigner.generate("depot-test")
-    where = tmp_path / "depot"
-    where.mkdir(exist_ok=True)
-    if policy_toml is not None:
-        policy_file = where / "policy.toml"
-        policy_file.write_text(policy_toml, encoding="utf-8")
-        sections["policy"] = PolicySection(file=policy_file)
-    config = depot_config(where, signer, **sections)
+    """The depot's app on ``127.0.0.1:port`` (a free port by default).
+
+    ``again``: the same depot (keys, configuration) as an earlier one, restarted.
+    """
+    if again is not None:
+        signer, config = again.signer, again.depot.config
+    else:
+        signer = ListSigner.generate("depot-test")
+        where = tmp_path / "depot"
+        where.mkdir(exist_ok=True)
+        if policy_toml is not None:
+            policy_file = where / "policy.toml"
+            policy_file.write_text(policy_toml, encoding="utf-8")
+            sections["policy"] = PolicySection(file=policy_file)
+        config = depot_config(where, signer, **sections)
     depot = build_depot(config, pool, ministry, signer=signer)
     app = create_app(depot)
     for middleware in middlewares:
