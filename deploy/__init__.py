@@ -1,0 +1,1 @@
+"""Deployment: systemd units and example configurations, and the local demo stack (``demo``)."""
