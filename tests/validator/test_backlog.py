@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.validator.depot import Handler, live_depot
 from tests.validator.ptys import FakeCable, eventually
 from validator.app import TAPS_DB
 from validator.queue import TapQueue
+from validator.risklist import SNAPSHOT_NAME
 
 BACKLOG = 100_000
 THREE_DAYS_MS = 3 * 86_400_000
@@ -103,3 +105,74 @@ async def test_backlog_drains_in_order_when_the_depot_returns(
             assert batches[0][0] == 1
             assert all(nxt[0] == prev[1] + 1 for prev, nxt in itertools.pairwise(batches))
             assert (await b.status())["backlog"] == 0
+
+
+def fill_to_the_cap(path: Path, cap_bytes: int) -> int:
+    """Unsent taps until the capped database refuses more; how many went in."""
+    TapQueue(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        f"PRAGMA max_page_count = {cap_bytes // db.execute('PRAGMA page_size').fetchone()[0]}"
+    )
+    now = int(time.time() * 1000)
+    count = 0
+    with pytest.raises(sqlite3.OperationalError, match="full"):  # noqa: PT012
+        while True:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO taps (time_ms, method, key, decision, reason, decided_by,"
+                " list_version, latency_us, vehicle, route, trip)"
+                " VALUES (?, 1, ?, 1, 0, 1, 1, 200, '34 HES 001', '', '')",
+                ((now, (count + i).to_bytes(8, "big")) for i in range(20)),
+            )
+            db.execute("COMMIT")
+            count += 20
+    if db.in_transaction:  # SQLite may have rolled back already
+        db.execute("ROLLBACK")
+    db.close()
+    return count
+
+
+async def test_full_disk_still_answers_and_recording_resumes(
+    pool: asyncpg.Pool, tmp_path: Path, cable: FakeCable
+) -> None:
+    data_dir = tmp_path / "validator"
+    data_dir.mkdir()
+    stored_before = fill_to_the_cap(data_dir / TAPS_DB, 1024 * 1024)
+    port = free_port()
+    async with live_depot(pool, tmp_path, port=port) as first:
+        await seed_found(pool, first.depot.cipher, first.list_key, range(3))
+        await first.publish()
+        printed = await first.provision("bus-0001")
+        # The list an earlier sync left on the box.
+        shutil.copy((await first.latest()).path, data_dir / SNAPSHOT_NAME)
+    text = on_the_bus(printed, scanner_port=cable.path, screen_port=0, data_dir=data_dir)
+    text = text.replace("[storage]\n", "[storage]\nmax_db_mb = 1\nretention_s = 0\n")
+    async with bench(config_from(text + FAST, tmp_path / "v.toml"), cable) as b:
+        # The disk is full: riders are still answered, and the fault is loud.
+        answers = []
+        for n in range(200):
+            answers.append(await b.tap(code_of(n % 3).encode() + b"\r"))
+            if answers[-1]["seq"] is None:
+                break
+        refused = answers[-1]
+        assert (refused["reason"], refused["colour"], refused["recorded"]) == ("OK", "green", False)
+        assert "full" in refused["storage_error"]
+        status = await b.status()
+        assert "full" in status["storage_error"]
+        assert any(w["colour"] == "red" and "STORAGE" in w["en"] for w in status["warnings"])
+        kept = await b.tap(code_of(2).encode() + b"\r")
+        assert kept["seq"] is None
+        assert (await b.status())["pending_in_memory"] == 2
+        recorded = [a["seq"] for a in answers if a["seq"] is not None]
+        assert recorded == list(range(stored_before + 1, stored_before + 1 + len(recorded)))
+
+        # The depot comes back: uploads are acknowledged, purged, and the kept taps stored.
+        async with live_depot(pool, tmp_path, port=port, again=first) as depot:
+            total = stored_before + len(recorded) + 2
+            await eventually(lambda: b.validator.queue.acked == total, within=60)
+            status = await b.status()
+            assert status["storage_error"] is None
+            assert status["pending_in_memory"] == 0
+            assert await depot.stored_seqs("bus-0001") == list(range(1, total + 1))
+            assert (await b.tap(code_of(0).encode() + b"\r"))["seq"] == total + 1
