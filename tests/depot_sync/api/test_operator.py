@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -8,9 +9,13 @@ import tracemalloc
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from depot_sync.app import create_app
 from depot_sync.ingest import TAP_COLUMNS, tap_row
+from depot_sync.jobs.runner import Job, JobRunner
 from depot_sync.operators import Role
+from depot_sync.state import JOBS
 from protocol.messages import PROTOCOL_VERSION, TapBatch
 from tests.depot_sync.api.conftest import Harness
 from tests.depot_sync.helpers import BASE_MS, tap, taps
@@ -153,3 +158,24 @@ async def test_healthz_metrics_and_page(harness: Harness) -> None:
     page = await harness.client.get("/")
     assert page.status == 200
     assert "/v1/fleet" in await page.text()
+
+
+async def test_a_crashed_job_fails_healthz(harness: Harness) -> None:
+    async def broken() -> None:
+        raise ZeroDivisionError("a bug")
+
+    app = create_app(harness.depot)
+    runner = JobRunner(harness.pool, [Job("broken", 0.0, broken)])
+    app[JOBS] = runner
+    async with TestClient(TestServer(app)) as client:
+        runner.start()
+        for _ in range(200):
+            if runner.states["broken"].crashed:
+                break
+            await asyncio.sleep(0.01)
+        await runner.stop()
+        resp = await client.get("/healthz")
+        assert resp.status == 503
+        body = await resp.json()
+        assert body["status"] == "failing"
+        assert body["jobs"]["broken"]["last_error"] == "ZeroDivisionError: a bug"
