@@ -8,7 +8,7 @@ Examples::
     python -m bench --markdown bench-data/table.md --json bench-data/results.json
 
 Progress goes to stderr, the table to stdout, every program's log lines to
-``<data-dir>/run/bench.log``. Exit status: 0 when every section ran (missed
+``<data-dir>/bench.log``. Exit status: 0 when every section ran (missed
 targets are reported, not failures), 1 when a section failed, 2 for a bad
 command line or setting.
 """
@@ -159,10 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_path = config.data_dir.resolve() / "bench.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with log_path.open("a", encoding="utf-8") as log_file:
-        configure_logging(config.log_level, json=True, stream=log_file)
-        say(f"sections: {', '.join(config.sections)}; log: {log_path}")
-        results, notes, failed = asyncio.run(run_all(config))
+    # Left open for the life of the process: pgserver still logs from its exit handler.
+    log_file = log_path.open("a", encoding="utf-8")
+    configure_logging(
+        config.log_level, json=True, stream=log_file, quiet_loggers=("asyncio", "pgserver")
+    )
+    say(f"sections: {', '.join(config.sections)}; log: {log_path}")
+    results, notes, failed = asyncio.run(run_all(config))
     context = {**machine(), **notes, "seconds": f"{time.perf_counter() - started:.0f}"}
     header = "\n".join(f"{k}: {v}" for k, v in context.items())
     sys.stdout.write(f"{header}\n\n{render_text(results)}")

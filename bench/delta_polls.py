@@ -23,7 +23,7 @@ import aiohttp
 
 from bench.context import BenchFailure, Context
 from bench.depot import DepotStack, Device, free_port
-from bench.measure import say
+from bench.measure import process_cpu_s, say
 from bench.table import Reference, Result
 from depot_sync.risklist.changes import list_head
 from protocol.codec import decode
@@ -62,8 +62,8 @@ async def _hammer(
         return time.perf_counter() - started
 
 
-async def _bare_rate(count: int, concurrency: int) -> float:
-    """Requests/s against the bare 304 server in its own process."""
+async def _bare(count: int, concurrency: int) -> tuple[float, float]:
+    """Requests/s against the bare 304 server in its own process, and its CPU s per request."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -89,8 +89,9 @@ async def _bare_rate(count: int, concurrency: int) -> float:
                     ):
                         raise BenchFailure("the bare reference server did not start") from None
                     await asyncio.sleep(0.1)
+        cpu = process_cpu_s(process.pid)
         seconds = await _hammer(url, lambda n: None, ("/v1/policy", {}, 304), count, concurrency)
-        return count / seconds
+        return count / seconds, (process_cpu_s(process.pid) - cpu) / count
     finally:
         if process.returncode is None:
             process.terminate()
@@ -155,20 +156,29 @@ async def run(ctx: Context) -> list[Result]:
     devices = depot.devices
     fleet = max(1, min(len(devices), settings.concurrency * 4))
     say(f"delta_polls: {settings.polls:,} of each, {settings.concurrency} at a time")
-    bare = await _bare_rate(settings.polls, settings.concurrency)
+    bare_rate, bare_cpu = await _bare(settings.polls, settings.concurrency)
     results = []
     for name, poll in polls.items():
+        cpu = depot.cpu_s()
         seconds = await _hammer(
             depot.url, lambda n: devices[n % fleet], poll, settings.polls, settings.concurrency
         )
+        cpu_per_poll = (depot.cpu_s() - cpu) / settings.polls
         depot.check_running()
-        results.append(
+        results += [
             Result(
                 SECTION,
                 f"polls/s, {name}",
                 settings.polls / seconds,
                 "/s",
-                Reference("bare aiohttp 304, own process", bare),
-            )
-        )
+                Reference("bare aiohttp 304, own process", bare_rate),
+            ),
+            Result(
+                SECTION,
+                f"depot process CPU per poll, {name.split(' (')[0]}",
+                cpu_per_poll * 1e6,
+                "us",
+                Reference("bare aiohttp 304 server, CPU per request", bare_cpu * 1e6),
+            ),
+        ]
     return results

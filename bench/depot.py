@@ -26,7 +26,7 @@ import aiohttp
 import asyncpg
 
 from bench.lists import LIST_KEY
-from bench.measure import say
+from bench.measure import process_cpu_s, say
 from bench.postgres import Postgres
 from depot_sync.config import DEFAULT_MIGRATIONS_DIR
 from depot_sync.credentials import MinistryFacts, MinistryState, hes_key, record_checked_code
@@ -205,6 +205,13 @@ class DepotStack:
         except OSError as err:
             return f"(no log: {err})"
         return " | ".join(lines[-5:])
+
+    def cpu_s(self) -> float:
+        """CPU seconds the depot process has used so far (its worker threads included)."""
+        process = self._process
+        if process is None:
+            raise DepotFailure("hes-depot serve is not running")
+        return process_cpu_s(process.pid)
 
     def check_running(self) -> None:
         """Raise :class:`DepotFailure` if the server process has exited."""

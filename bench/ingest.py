@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import itertools
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,6 +32,7 @@ import asyncpg
 from bench.context import BenchFailure, Context
 from bench.depot import DepotStack, Device
 from bench.measure import best_of, say
+from bench.postgres import Postgres
 from bench.table import Basis, Bound, Reference, Result, Target
 from depot_sync.config import IngestSection
 from depot_sync.ingest import TAP_COLUMNS, tap_row
@@ -166,10 +168,26 @@ async def verify(pool: asyncpg.Pool, uploads: list[Upload], taps: int) -> None:
         raise BenchFailure("device acks after the run do not match what was sent")
 
 
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """One load: wall seconds, and CPU seconds of the depot process and of PostgreSQL."""
+
+    seconds: float
+    depot_cpu: float
+    postgres_cpu: float
+
+
+async def _timed(depot: DepotStack, postgres: Postgres, load: Awaitable[float]) -> Timed:
+    depot_cpu, postgres_cpu = depot.cpu_s(), postgres.cpu_s()
+    seconds = await load
+    return Timed(seconds, depot.cpu_s() - depot_cpu, postgres.cpu_s() - postgres_cpu)
+
+
 async def run(ctx: Context) -> list[Result]:
     """Taps/s over HTTP at each concurrency, beside the raw COPY of the same rows."""
     settings = ctx.config.ingest
     depot = await ctx.depot()
+    postgres = await ctx.postgres()
     connections = IngestSection().max_concurrent_batches
     # An hour back: inside today's or yesterday's partition, both of which exist.
     start_ms = int((dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).timestamp() * 1000)
@@ -179,24 +197,46 @@ async def run(ctx: Context) -> list[Result]:
         taps = settings.taps // level * level
         say(f"ingest: {taps:,} taps from {level} validators, {settings.batch_size} a batch")
         uploads = plan(devices, taps, settings.batch_size, start_ms)
-        await reset(depot.pool)
-        copy_s = await raw_copy(depot.pool, uploads, connections)
-        if await depot.pool.fetchval("SELECT count(*) FROM taps") != taps:
-            raise BenchFailure("the reference COPY did not store every row")
-        # The HTTP run goes second, so its taps stay for the export section.
-        await reset(depot.pool)
-        http_s = await over_http(depot, uploads)
-        depot.check_running()
-        await verify(depot.pool, uploads, taps)
-        results.append(
-            Result(
-                SECTION,
-                f"taps/s over HTTP, {level} validators",
-                taps / http_s,
-                "/s",
-                Reference(f"asyncpg COPY, same rows, {connections} conns", taps / copy_s),
-                targets=(RATE_TARGET, SHARE_TARGET),
-            )
+        copies: list[Timed] = []
+        posts: list[Timed] = []
+        for _ in range(settings.rounds):
+            await reset(depot.pool)
+            copies.append(await _timed(depot, postgres, raw_copy(depot.pool, uploads, connections)))
+            if await depot.pool.fetchval("SELECT count(*) FROM taps") != taps:
+                raise BenchFailure("the reference COPY did not store every row")
+            # The HTTP run goes second, so the last one's taps stay for the export section.
+            await reset(depot.pool)
+            posts.append(await _timed(depot, postgres, over_http(depot, uploads)))
+            depot.check_running()
+            await verify(depot.pool, uploads, taps)
+        copy = min(copies, key=lambda t: t.seconds)
+        post = min(posts, key=lambda t: t.seconds)
+        per_1000 = 1_000_000 / taps  # CPU seconds per tap -> ms per 1000 taps
+        results.extend(
+            [
+                Result(
+                    SECTION,
+                    f"taps/s over HTTP, {level} validators",
+                    taps / post.seconds,
+                    "/s",
+                    Reference(f"asyncpg COPY, same rows, {connections} conns", taps / copy.seconds),
+                    targets=(RATE_TARGET, SHARE_TARGET),
+                ),
+                Result(
+                    SECTION,
+                    f"postgres CPU per 1000 taps over HTTP, {level} validators",
+                    post.postgres_cpu * per_1000,
+                    "ms",
+                    Reference("postgres CPU per 1000 rows, raw COPY", copy.postgres_cpu * per_1000),
+                ),
+                Result(
+                    SECTION,
+                    f"depot process CPU per 1000 taps, {level} validators",
+                    post.depot_cpu * per_1000,
+                    "ms",
+                    Reference("postgres CPU per 1000 taps, same run", post.postgres_cpu * per_1000),
+                ),
+            ]
         )
     results.extend(_client_costs(depot, settings.batch_size, start_ms))
     return results

@@ -85,6 +85,46 @@ def mapped_rss_bytes(path: Path) -> int:
     return total
 
 
+_TICK: float = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name, or ``None`` if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_s(pid: int, *, children: bool = False) -> float:
+    """CPU seconds (user + system) ``pid`` has used; with ``children``, its reaped children too."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # After the name: state ppid ... utime (field 14 of stat) is index 11 here.
+    used = int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[13]) + int(fields[14])
+    return used * _TICK
+
+
+def tree_cpu_s(parent: int) -> float:
+    """CPU seconds of ``parent``, its reaped children and its live children.
+
+    For PostgreSQL's postmaster this is the whole server: a backend that has
+    exited is counted in the postmaster's children time.
+    """
+    total = process_cpu_s(parent, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and fields[1] == str(parent):
+            total += process_cpu_s(int(entry.name))
+    return total
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on: CPU, cores, memory, kernel, Python."""
     model = "unknown"

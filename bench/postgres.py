@@ -15,6 +15,7 @@ from typing import Final
 
 import asyncpg
 
+from bench.measure import tree_cpu_s
 from depot_sync.db.embedded import embedded_postgres, with_database
 
 #: Server settings reported beside the results.
@@ -55,6 +56,15 @@ class Postgres:
         manager, self._manager = self._manager, None
         if manager is not None:
             await asyncio.to_thread(manager.__exit__, None, None, None)
+
+    def postmaster_pid(self) -> int:
+        """The server's main process (from ``postmaster.pid``)."""
+        first = (self._dir / "postmaster.pid").read_text(encoding="ascii").split("\n", 1)[0]
+        return int(first.strip())
+
+    def cpu_s(self) -> float:
+        """CPU seconds the whole server (every backend) has used so far."""
+        return tree_cpu_s(self.postmaster_pid())
 
     def dsn_for(self, database: str) -> str:
         """The DSN of one database on this server."""

@@ -76,12 +76,14 @@ class IngestSettings:
     validators: tuple[int, ...] = (8, 64)
     #: Taps per request (the validator's default ``upload.batch_size``).
     batch_size: int = 1000
+    #: HTTP and COPY runs per level, taking turns; the best of each counts.
+    rounds: int = 2
 
     def __post_init__(self) -> None:
         if not self.validators or min(self.validators) < 1:
             raise ValueError("ingest.validators: at least one level, each 1 or more")
-        if not 1 <= self.batch_size <= 5000:
-            raise ValueError("ingest.batch_size: 1 to 5000")
+        if not 1 <= self.batch_size <= 5000 or self.rounds < 1:
+            raise ValueError("ingest: batch_size 1 to 5000, rounds at least 1")
         if self.taps < max(self.validators) * self.batch_size:
             raise ValueError("ingest.taps: at least one batch per validator at every level")
 
@@ -141,7 +143,7 @@ QUICK: Final[Mapping[str, Any]] = {
     "risklist": {"sizes": [100_000, 1_000_000], "lookups": 50_000, "delta_changes": 20_000},
     "decision": {"taps": 500, "warmup": 50, "list_entries": 100_000},
     "snapshot_build": {"credentials": 200_000},
-    "ingest": {"taps": 64_000, "validators": [8, 64]},
+    "ingest": {"taps": 64_000, "validators": [8, 64], "rounds": 1},
     "export": {"seed_rows": 50_000, "repeats": 1},
     "delta_polls": {"polls": 1500},
 }
