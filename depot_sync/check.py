@@ -147,9 +147,13 @@ class OnlineCheck:
             raise BadCheck("key", "does not match hes_code under the depot's list key")
 
         known = await find(self._pool, request.key)
-        if known is not None and self._fresh(known):
+        # A card's answer is its code's: so is its age (the refresh job re-checks codes only).
+        code_row = known
+        if known is not None and known.hes_key is not None:
+            code_row = await find(self._pool, known.hes_key)
+        if known is not None and code_row is not None and self._fresh(code_row):
             return await self._answer(known.facts, known, "cache")
-        target = await self._target(request, known)
+        target = await self._target(request, known, code_row)
         if target is None:
             if known is None and request.method.kind is CredentialKind.CARD:
                 # A card nobody registered: there is no code to ask about.
@@ -161,7 +165,12 @@ class OnlineCheck:
         await self._store(target, facts)
         return await self._answer(facts, await find(self._pool, request.key), "ministry")
 
-    async def _target(self, request: CheckRequest, known: KnownCredential | None) -> _Target | None:
+    async def _target(
+        self,
+        request: CheckRequest,
+        known: KnownCredential | None,
+        code_row: KnownCredential | None,
+    ) -> _Target | None:
         if request.method.kind is CredentialKind.HES_CODE:
             if request.hes_code is None:
                 return None
@@ -171,10 +180,7 @@ class OnlineCheck:
                     request.hes_code, context=credential_context(request.key)
                 )
             return _Target(request.hes_code, request.key, sealed)
-        if known is None or known.hes_key is None:
-            return None
-        code_row = await find(self._pool, known.hes_key)
-        if code_row is None:
+        if known is None or code_row is None or code_row.kind is not CredentialKind.HES_CODE:
             return None
         try:
             code = self._cipher.open_text(

@@ -130,7 +130,7 @@ async def test_key_that_does_not_match_the_code_is_refused(harness: Harness) -> 
 
 async def test_card_is_checked_through_its_code(make_harness: Callable[..., Any]) -> None:
     someone = person(CODE)
-    async with simulated_ministry([someone]) as (_, client), make_harness(ministry=client) as h:
+    async with simulated_ministry([someone]) as (sim, client), make_harness(ministry=client) as h:
         secret = await h.enrol("bus-1")
         async with h.pool.acquire() as conn:
             await import_registrations(
@@ -144,5 +144,13 @@ async def test_card_is_checked_through_its_code(make_harness: Callable[..., Any]
         assert answer.outcome is CheckOutcome.FOUND
         assert answer.status is HealthStatus.RISKLESS
         assert answer.groups is Groups.AGE_65_PLUS
+        # The card's answer is as fresh as its code's (which the refresh job keeps fresh).
+        await h.pool.execute(
+            "UPDATE credentials SET last_checked_at = now() - interval '2 days' WHERE key = $1",
+            card,
+        )
+        calls = sum(sim.stats.by_endpoint.values())
+        assert await ask(h, secret, None, key=card, method=ReadMethod.CARD) == answer
+        assert sum(sim.stats.by_endpoint.values()) == calls
         unknown = await ask(h, secret, None, key=b"\x01" * 8, method=ReadMethod.CARD)
         assert unknown.outcome is CheckOutcome.NOT_FOUND

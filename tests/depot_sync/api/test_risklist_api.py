@@ -60,6 +60,12 @@ async def test_snapshot_download_etag_and_ranges(harness: Harness, tmp_path: Pat
         assert len(snap) == 30
         assert snap.info().list_version == int(full.headers["X-Hesgate-List-Version"])
 
+    head = await harness.signed("HEAD", "/v1/risklist/snapshot", device="bus-1", secret=secret)
+    assert head.status == 200
+    assert head.headers["ETag"] == etag
+    assert int(head.headers["Content-Length"]) == len(data)
+    assert await head.read() == b""
+
     same = await get({"If-None-Match": etag})
     assert same.status == 304
     assert same.headers["ETag"] == etag
