@@ -27,5 +27,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The benchmark suite (not part of `make test`): about 10 minutes, a table on stdout.
+# ARGS="--quick" for a smoke run; ARGS="--only ingest" and the rest: python -m bench --help.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
