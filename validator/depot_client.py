@@ -55,12 +55,15 @@ class DepotUnavailable(DepotError):
 
 
 class DepotRefused(DepotError):
-    """The depot answered with a 4xx status: ``status`` and its ``reason`` text."""
+    """The depot said no (4xx): ``status``, its ``reason`` text and its JSON ``details``."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(
+        self, status: int, reason: str, details: Mapping[str, object] | None = None
+    ) -> None:
         super().__init__(f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+        self.details: Mapping[str, object] = details or {}
 
 
 class BadAnswer(DepotError):
@@ -286,7 +289,7 @@ class DepotClient:
                 f"{method} {path_qs}: HTTP {reply.status}: {reason}", retry_after=wait
             )
         self._error = f"{method} {path_qs}: HTTP {reply.status} {reason}"
-        raise DepotRefused(reply.status, reason)
+        raise DepotRefused(reply.status, reason, _json_of(reply))
 
     async def call(
         self,
@@ -355,21 +358,26 @@ class DepotClient:
             raise OnlineCheckFailed(str(err)) from err
 
 
+def _json_of(reply: Reply) -> dict[str, object] | None:
+    """An error answer's JSON object (the depot's errors are ``{"error", "message", ...}``)."""
+    try:
+        parsed = json.loads(reply.body[:_ERROR_BODY_LIMIT])
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 def _reason_of(reply: Reply) -> str:
     """A short, printable reason from an error answer's body.
 
-    The depot's errors are JSON (``{"error", "message", "reason"?}``); anything
-    else (a gateway's HTML page) is shown as squeezed text.
+    The depot's JSON errors read ``error: message (reason)``; anything else (a
+    gateway's HTML page) is shown as squeezed text.
     """
-    raw = reply.body[:_ERROR_BODY_LIMIT]
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and "error" in parsed:
+    parsed = _json_of(reply)
+    if parsed is not None and "error" in parsed:
         text = f"{parsed['error']}: {parsed.get('message', '')}"
         if parsed.get("reason"):
             text += f" ({parsed['reason']})"
     else:
-        text = raw.decode("utf-8", "replace")
+        text = reply.body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace")
     return " ".join(text.split())[:200] or "(no reason given)"

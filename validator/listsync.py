@@ -116,8 +116,12 @@ class ListSync:
                     raise SnapshotGone(
                         f"deltas since {since} are gone even after a new snapshot"
                     ) from err
-                log.info("risk_list_delta_gone_taking_snapshot", since=since)
-                await self.fetch_snapshot()
+                head = err.details.get("head")
+                # A head below this list: the depot's list was rebuilt from scratch,
+                # and its snapshot replaces this list even though its version is lower.
+                reset = isinstance(head, int) and head < since
+                log.info("risk_list_delta_gone_taking_snapshot", since=since, depot_reset=reset)
+                await self.fetch_snapshot(replace=reset)
                 took_snapshot = True
                 continue
             page = self._open_page(envelope)
@@ -141,10 +145,11 @@ class ListSync:
 
     # -- snapshot ------------------------------------------------------------------------
 
-    async def fetch_snapshot(self) -> bool:
+    async def fetch_snapshot(self, *, replace: bool = False) -> bool:
         """Download (resuming when possible), verify and install the depot's snapshot.
 
-        Returns whether the list changed (``False`` when the depot's is the one in use).
+        Returns whether the list changed (``False`` when the depot's is the one in
+        use). ``replace`` takes it even when it is older than the list in use.
         """
         part, part_etag = self._part, _etag_path(self._part)
         have = part.stat().st_size if part.exists() else 0
@@ -155,7 +160,8 @@ class ListSync:
             headers["If-Range"] = resume_etag
         else:
             have = 0
-            current_etag = _read(_etag_path(self._snapshot)) if self._list.has_list else None
+            current = self._list.has_list and not replace
+            current_etag = _read(_etag_path(self._snapshot)) if current else None
             if current_etag:
                 headers["If-None-Match"] = current_etag
         async with self._client.stream(
@@ -185,7 +191,7 @@ class ListSync:
             log.info("risk_list_snapshot_downloading", resume_from=have, etag=etag)
             await self._receive(response.content, part, append=resumed)
         try:
-            changed = await self._list.install_snapshot(part)
+            changed = await self._list.install_snapshot(part, replace=replace)
         finally:
             part.unlink(missing_ok=True)
             part_etag.unlink(missing_ok=True)

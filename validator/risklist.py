@@ -236,15 +236,17 @@ class RiskList:
 
     # -- snapshot ------------------------------------------------------------------------
 
-    async def install_snapshot(self, downloaded: Path) -> bool:
+    async def install_snapshot(self, downloaded: Path, *, replace: bool = False) -> bool:
         """Verify a downloaded snapshot and put it under the overlay, atomically.
 
         Returns whether the list changed (``False``: not newer than the one in
-        use). Raises :class:`ListUpdateError` for a file that fails its checks;
-        it is deleted and the list in use keeps serving.
+        use). With ``replace`` (the depot's list was rebuilt and its versions
+        started again) the snapshot becomes the whole list whatever its version.
+        Raises :class:`ListUpdateError` for a file that fails its checks; it is
+        deleted and the list in use keeps serving.
         """
         async with self._updating:
-            view = await self._in_worker(lambda: self._install(downloaded))
+            view = await self._in_worker(lambda: self._install(downloaded, replace=replace))
             if view is None:
                 return False
             self._swap(view)
@@ -256,13 +258,27 @@ class RiskList:
         )
         return True
 
-    def _install(self, downloaded: Path) -> _View | None:
+    def _install(self, downloaded: Path, *, replace: bool) -> _View | None:
         current = self._view
         try:
             snapshot = Snapshot.open(downloaded, self._verifier, verify_body=True)
         except (SnapshotError, OSError) as err:
             downloaded.unlink(missing_ok=True)
             raise ListUpdateError(f"snapshot refused: {err}") from err
+        if replace:
+            log.warning(
+                "risk_list_replaced_after_depot_reset",
+                list_version=current.version,
+                depot_snapshot=snapshot.list_version,
+            )
+            # Forget the old numbering's changes before the file moves: a crash in
+            # between leaves the old snapshot alone, which the next sync replaces.
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM overlay")
+            db.execute("DELETE FROM meta WHERE name = 'version'")
+            db.execute("COMMIT")
+            current = _View(None, {}, 0, None)
         old_version = 0 if current.snapshot is None else current.snapshot.list_version
         if snapshot.list_version <= old_version:
             snapshot.close()

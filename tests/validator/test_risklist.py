@@ -217,3 +217,23 @@ async def test_lookups_go_on_during_a_big_update(tmp_path: Path, signer: ListSig
     assert during >= 5  # the update's disk work did not hold the lookups up
     assert all(rl.lookup(k) == entry(k, HealthStatus.RISKY) for k in keys)
     await rl.close()
+
+
+async def test_depot_reset_replaces_a_newer_list(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=50))
+    await rl.apply_delta(delta_page(50, 60, [change(60, entry(B, HealthStatus.RISKY))]))
+    # The depot's list was rebuilt: its versions start again, below this list's.
+    rebuilt = snapshot_file(tmp_path / "dl", [entry(C)], signer, version=7)
+    assert not await rl.install_snapshot(rebuilt)  # an older snapshot is not taken...
+    rebuilt = snapshot_file(tmp_path / "dl", [entry(C)], signer, version=7)
+    assert await rl.install_snapshot(rebuilt, replace=True)  # ...unless told the depot reset
+    assert (rl.version, rl.snapshot_version, rl.overlay_size) == (7, 7, 0)
+    assert rl.lookup(A) is None
+    assert rl.lookup(B) is None
+    assert rl.lookup(C) == entry(C)
+    await rl.apply_delta(delta_page(7, 8, [change(8, entry(D))]))
+    await rl.close()
+    again = await opened(tmp_path, signer)
+    assert (again.version, again.lookup(B), again.lookup(D)) == (8, None, entry(D))
+    await again.close()

@@ -20,6 +20,7 @@ from protocol.ministry.simulator import Faults
 from protocol.risk import HealthStatus
 from tests.depot_sync.helpers import code_of, seed_found
 from tests.depot_sync.ministry import person, simulated_ministry
+from tests.pg import PgCluster, unique_name
 from tests.validator.bus import Bench, bench, config_from, on_the_bus
 from tests.validator.depot import Handler, LiveDepot, live_depot
 from tests.validator.ptys import FakeCable, eventually
@@ -315,3 +316,48 @@ async def test_wrong_clock_still_syncs_and_is_flagged(
             await eventually(lambda: b.validator.queue.acked == 1)
             row = await _heartbeat_reporting(pool, "bus-0001", 1)
             assert 590_000 <= row["clock_skew_ms"] <= 610_000
+
+
+async def test_rebuilt_depot_list_replaces_the_validators(
+    pool: asyncpg.Pool,
+    postgres: PgCluster,
+    depot_template: str,
+    tmp_path: Path,
+    cable: FakeCable,
+) -> None:
+    data_dir = tmp_path / "validator"
+    async with live_depot(pool, tmp_path, policy_toml=CURFEW) as old:
+        await seed_found(pool, old.depot.cipher, old.list_key, range(20))
+        for n in range(20, 40):  # many versions on the old depot
+            await seed_found(pool, old.depot.cipher, old.list_key, [n])
+        await old.publish()
+        async with bench(await bus_config(old, tmp_path, cable), cable) as b:
+            await eventually(lambda: _listed(b, old, code_of(39)))
+            old_version = b.validator.risk_list.version
+
+    # The depot is rebuilt on an empty database with the same keys; the bus is
+    # provisioned again. Its list is ahead of everything the new depot has.
+    name = unique_name("rebuilt")
+    fresh = await asyncpg.create_pool(
+        await postgres.create_database(name, template=depot_template), min_size=1, max_size=4
+    )
+    try:
+        async with live_depot(fresh, tmp_path, again=old) as new:
+            await seed_found(fresh, new.depot.cipher, new.list_key, range(100, 103))
+            await new.publish()
+            assert (await new.latest()).list_version < old_version
+            text = on_the_bus(
+                await new.provision("bus-0001"),
+                scanner_port=cable.path,
+                screen_port=0,
+                data_dir=data_dir,
+                extra=FAST,
+            )
+            async with bench(config_from(text, tmp_path / "v2.toml"), cable) as b:
+                await eventually(lambda: _listed(b, new, code_of(100)))
+                assert not _listed(b, new, code_of(0))
+                assert b.validator.risk_list.version < old_version
+                assert b.validator.list_sync.problem is None
+    finally:
+        await fresh.close()
+        await postgres.drop_database(name)
