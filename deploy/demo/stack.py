@@ -160,8 +160,15 @@ class _Parts:
 class Stack:
     """The Ministry simulator, the depot and the validators, as an async context manager."""
 
-    def __init__(self, spec: StackSpec, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        spec: StackSpec,
+        session: aiohttp.ClientSession,
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self.spec = spec
+        self._progress = progress
         self.session = session
         self.root = spec.root
         self.logs = spec.root / "logs"
@@ -175,6 +182,11 @@ class Stack:
         self._parts = _Parts()
         self._exit = contextlib.AsyncExitStack()
         self._log = log.bind(root=str(spec.root))
+
+    def _say(self, step: str) -> None:
+        self._log.info("stack step", step=step)
+        if self._progress is not None:
+            self._progress(step)
 
     # -- what is running ---------------------------------------------------------------------
 
@@ -235,9 +247,14 @@ class Stack:
         self.logs.mkdir(exist_ok=True)
         self.depot_dir.mkdir(exist_ok=True)
         password, admin_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self._say(f"the Ministry simulator ({self.spec.population_size} people)")
         population, registered = await self._start_ministry(password, admin_token)
+        where = "its own PostgreSQL" if self.spec.dsn else "an embedded PostgreSQL"
+        self._say(f"the depot on {where}")
         await self._start_depot(password, registered)
+        self._say(f"{len(self.spec.validators)} validators provisioned, an operator token")
         provisioned = await self._enrol()
+        self._say("the validators, each reading a pseudo-terminal, fetching list and policy")
         await self._start_validators(provisioned)
         self._parts.world = World.build(
             population, registered, self.spec.policy, dt.datetime.now(dt.UTC)
@@ -351,6 +368,10 @@ class Stack:
             return True
 
         await _wait_for("the depot", serving, [child], DEPOT_START_TIMEOUT_S)
+        self._say(
+            f"{len(registered)} registrations imported, every code asked of the Ministry, "
+            "the first snapshot built"
+        )
         registrations = self.depot_dir / "registrations.csv"
         registrations.write_text(registration_csv(registered), encoding="utf-8")
         for name, args in (
