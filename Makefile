@@ -27,6 +27,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The whole system on this machine with a live table, then a summary (DURATION=seconds).
+demo: $(STAMP)
+	$(BIN)/python -m deploy.demo $(if $(DURATION),--duration $(DURATION))
+
 # The benchmark suite (not part of `make test`): about 10 minutes, a table on stdout.
 # ARGS="--quick" for a smoke run; ARGS="--only ingest" and the rest: python -m bench --help.
 bench: $(STAMP)
