@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from depot_sync.credentials import NOT_FOUND, MinistryFacts, MinistryState, record_facts
+from depot_sync.crypto import credential_context
 from depot_sync.registrations import import_registrations
 from depot_sync.risklist.changes import list_head
 from protocol.risk import HealthStatus
@@ -41,7 +42,7 @@ def card_of(n: int) -> str:
 
 
 async def register(depot: LiveDepot, numbers: range, *, cards_every: int = 10) -> None:
-    """Registrations for ``code_of(n)``: every tenth with a card, ages mixed."""
+    """Registrations for ``code_of(n)``: cards for those ``cards_every`` apart, ages mixed."""
     rows = ["card_uid,hes_code,tckn,age_group"]
     groups = ("adult", "65+", "under_20", "adult")
     for n in numbers:
@@ -52,6 +53,28 @@ async def register(depot: LiveDepot, numbers: range, *, cards_every: int = 10) -
             conn, depot.depot.cipher, depot.list_key, "\n".join(rows) + "\n"
         )
     assert not report.rejected
+
+
+async def listed_codes(depot: LiveDepot, numbers: range, facts: MinistryFacts) -> None:
+    """``code_of(n)`` on the list at once, as many online checks would leave them (in bulk)."""
+    keys = [depot.key(code_of(n)) for n in numbers]
+    cipher = depot.depot.cipher
+    sealed = [
+        cipher.seal_text(code_of(n), context=credential_context(k))
+        for n, k in zip(numbers, keys, strict=True)
+    ]
+    await depot.pool.execute(
+        "INSERT INTO credentials (key, kind, value_enc, ministry_state, status, expires_at,"
+        " expiry_day, tckn_last3, source, last_checked_at)"
+        " SELECT k, 1, v, 'found', $3, $4, $5, $6, 'online_check', now()"
+        " FROM unnest($1::bytea[], $2::bytea[]) AS u(k, v)",
+        keys,
+        sealed,
+        int(facts.status or 0),
+        facts.expires_at,
+        facts.expiry_day,
+        facts.tckn_last3,
+    )
 
 
 async def answer(depot: LiveDepot, numbers: range, facts: MinistryFacts) -> None:
@@ -71,8 +94,8 @@ async def test_snapshot_plus_deltas_match_the_depots_list(
     pool: asyncpg.Pool, tmp_path: Path, cable: FakeCable
 ) -> None:
     async with live_depot(pool, tmp_path) as depot:
-        await register(depot, range(SIZE))
-        await answer(depot, range(SIZE), found(HealthStatus.RISKLESS, 30))
+        await listed_codes(depot, range(SIZE), found(HealthStatus.RISKLESS, 30, "246"))
+        await register(depot, range(0, SIZE, 10))  # cards for every tenth code
         await depot.publish()
         assert (await depot.latest()).entries == SIZE + SIZE // 10
 
