@@ -44,8 +44,10 @@ async def test_locked_job_runs_in_one_runner_at_a_time(pool: asyncpg.Pool) -> No
         nonlocal running, most
         running += 1
         most = max(most, running)
-        await asyncio.sleep(0.02)
-        running -= 1
+        try:
+            await asyncio.sleep(0.02)
+        finally:  # stop() cancels a run midway
+            running -= 1
 
     runners = [JobRunner(pool, [Job("x", 0.0, exclusive, lock=4851999)]) for _ in range(2)]
     for r in runners:
