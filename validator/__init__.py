@@ -1,0 +1,1 @@
+"""The on-bus validator: scanner, decision, durable tap queue, sync with the depot, screen."""

@@ -23,9 +23,8 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from protocol.listsign import ListVerifier
 from validator.answer import Answer
-from validator.config import ValidatorConfig
+from validator.config import ValidatorConfig, list_verifier
 from validator.decide import list_is_stale
 from validator.depot_client import DepotClient
 from validator.gate import Gate
@@ -61,13 +60,12 @@ class Validator:
     """The whole validator, as an async context manager."""
 
     def __init__(self, config: ValidatorConfig, *, clock: Callable[[], float] = time.time) -> None:
+        """Build every part (nothing runs before :meth:`start`); a bad key is a ConfigError."""
         self.config = config
         device = config.device.id
         data_dir = config.storage.data_dir
         self._log = log.bind(device=device)
-        self.verifier = ListVerifier.from_pem(
-            config.depot.list_public_key.encode("ascii"), config.depot.list_key_id
-        )
+        self.verifier = list_verifier(config)
         self.queue = TapQueue(
             data_dir / TAPS_DB,
             retention_s=config.storage.retention_s,
@@ -166,7 +164,7 @@ class Validator:
             snapshot_version=self.risk_list.snapshot_version,
             age_s=age,
             stale=list_is_stale(age, self.policy.current),
-            problem=self.list_sync.problem,
+            problem=self.list_sync.problem or self.risk_list.storage_error,
         )
 
     async def _retry_storage(self) -> None:

@@ -25,7 +25,7 @@ import structlog
 
 from runtime.config import ConfigError, load_config
 from runtime.logs import configure_logging
-from validator.config import ValidatorConfig
+from validator.config import ValidatorConfig, list_verifier
 
 log = structlog.get_logger(__name__)
 
@@ -63,19 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status" and args.url:
             return print_status(args.url, as_json=args.json)
         config = load(args.config)
+        if args.command == "run":
+            configure_logging(config.log.level, json=config.log.json)
+            asyncio.run(_run(config))
+            return EXIT_OK
+        if args.command == "status":
+            host = config.screen.host
+            if host in ("0.0.0.0", "::", ""):  # noqa: S104 - the wildcard is read, not bound
+                host = "127.0.0.1"
+            return print_status(f"http://{host}:{config.screen.port}", as_json=args.json)
+        return _check_config(config, sys.stdout)
     except ConfigError as err:
         sys.stderr.write(f"hes-validator: configuration error: {err}\n")
         return EXIT_CONFIG
-    if args.command == "run":
-        configure_logging(config.log.level, json=config.log.json)
-        asyncio.run(_run(config))
-        return EXIT_OK
-    if args.command == "status":
-        host = config.screen.host
-        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - the wildcard is read, not bound
-            host = "127.0.0.1"
-        return print_status(f"http://{host}:{config.screen.port}", as_json=args.json)
-    return _check_config(config, sys.stdout)
 
 
 async def _run(config: ValidatorConfig) -> None:
@@ -182,6 +182,7 @@ def describe(status: dict[str, Any]) -> str:
 
 
 def _check_config(config: ValidatorConfig, out: TextIO) -> int:
+    list_verifier(config)
     out.write(
         f"device {config.device.id}: depot {config.depot.url}, list key id"
         f" {config.depot.list_key_id}\n"

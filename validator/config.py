@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from protocol.credentials import LIST_KEY_SIZE
+from protocol.listsign import ListVerifier
+from runtime.config import ConfigError
 
 #: Names a terminator may be given by, besides the characters themselves.
 TERMINATOR_NAMES: dict[str, bytes] = {
@@ -228,3 +230,13 @@ class ValidatorConfig:
     upload: UploadSection = field(default_factory=UploadSection)
     sync: SyncSection = field(default_factory=SyncSection)
     log: LogSection = field(default_factory=LogSection)
+
+
+def list_verifier(config: ValidatorConfig) -> ListVerifier:
+    """The verifier of everything the depot signs, or a :class:`ConfigError` naming the key."""
+    try:
+        return ListVerifier.from_pem(
+            config.depot.list_public_key.encode("ascii", "replace"), config.depot.list_key_id
+        )
+    except ValueError as err:
+        raise ConfigError("depot.list_public_key", str(err)) from err

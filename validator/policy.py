@@ -101,7 +101,14 @@ class PolicyStore:
                     "policy_older_ignored", offered=policy.version, in_use=self._current.version
                 )
             return False
-        _write_atomically(self._path, encode(envelope))
+        not_saved: str | None = None
+        try:
+            _write_atomically(self._path, encode(envelope))
+        except OSError as err:
+            not_saved = str(err)
+        if not_saved is not None:
+            # Verified already: in force now, fetched again after a restart.
+            log.error("policy_not_saved", error=not_saved, policy_version=policy.version)
         self._current = policy
         self.problem = None
         log.info(

@@ -61,6 +61,10 @@ class ListUpdateError(ValueError):
     """
 
 
+class ListStorageError(ListUpdateError):
+    """The list's files could not be written or read (a full or failing disk)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _View:
     """Everything a lookup reads, swapped as one."""
@@ -97,6 +101,8 @@ class RiskList:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="risklist")
         self._db: sqlite3.Connection | None = None
         self._updating = asyncio.Lock()
+        #: Why the list's files cannot be used, while they cannot.
+        self.storage_error: str | None = None
 
     @property
     def snapshot_path(self) -> Path:
@@ -146,7 +152,11 @@ class RiskList:
     # -- worker thread plumbing ----------------------------------------------------------
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        """Run ``fn`` in the list's thread; a disk failure becomes :class:`ListStorageError`."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        except (sqlite3.Error, OSError) as err:
+            raise ListStorageError(f"list storage failed: {err}") from err
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -172,9 +182,19 @@ class RiskList:
     # -- loading -------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Open the list kept on disk, if any (a bad file is dropped, never used)."""
+        """Open the list kept on disk, if any (a bad file is dropped, never used).
+
+        A disk that cannot be read leaves the validator without a list (every
+        credential goes online) rather than without a validator.
+        """
         async with self._updating:
-            view = await self._in_worker(self._load)
+            try:
+                view = await self._in_worker(self._load)
+            except ListStorageError as err:
+                self.storage_error = str(err)
+                log.critical("risk_list_storage_failed", error=str(err))
+                return
+            self.storage_error = None
             self._swap(view)
         log.info(
             "risk_list_loaded",
@@ -383,13 +403,20 @@ class RiskList:
             if current.snapshot is None:
                 return
             fresh = max(current.fresh_ms or 0, when)
-            await self._in_worker(lambda: self._set_meta("fresh_ms", fresh))
+            try:
+                await self._in_worker(lambda: self._set_meta("fresh_ms", fresh))
+            except ListStorageError as err:
+                # Only the age after a restart depends on it: keep going in memory.
+                log.warning("risk_list_freshness_not_saved", error=str(err))
             self._view = _View(current.snapshot, current.overlay, current.version, fresh)
 
     async def close(self) -> None:
         """Unmap the snapshot and close the overlay database."""
         async with self._updating:
-            await self._in_worker(self._close_db)
+            try:
+                await self._in_worker(self._close_db)
+            except ListStorageError as err:
+                log.warning("risk_list_close_failed", error=str(err))
             self._swap(_EMPTY)
         self._worker.shutdown(wait=True)
 

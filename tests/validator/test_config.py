@@ -75,3 +75,14 @@ def test_bad_config_exits_with_a_clear_message(
     path.write_text("[device]\nid = 1\n", encoding="utf-8")
     assert main(["run", "--config", str(path)]) == 2
     assert "configuration error" in capsys.readouterr().err
+
+
+def test_a_public_key_that_is_not_one_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    start = text.index("-----BEGIN PUBLIC KEY-----\n") + len("-----BEGIN PUBLIC KEY-----\n")
+    path = tmp_path / "v.toml"
+    path.write_text(text[:start] + "AAAA" + text[start:], encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "depot.list_public_key" in capsys.readouterr().err
