@@ -211,9 +211,10 @@ class StatusBoard:
 
     def changed(self) -> None:
         """Tell every subscriber the state changed."""
-        if not self._subscribers:
-            return
-        payload = self.status().to_json()
+        if self._subscribers:
+            self._publish(self.status().to_json())
+
+    def _publish(self, payload: dict[str, Any]) -> None:
         self._last_sent = payload
         for sub in self._subscribers:
             sub.latest = payload
@@ -226,9 +227,8 @@ class StatusBoard:
             if not self._subscribers:
                 continue
             payload = self.status().to_json()
-            before = dict(self._last_sent or {}, time_ms=None)
-            if before != dict(payload, time_ms=None):
-                self.changed()
+            if dict(self._last_sent or {}, time_ms=None) != dict(payload, time_ms=None):
+                self._publish(payload)
 
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
         """Each new state as it comes, starting with the current one, until :meth:`close`."""
