@@ -95,6 +95,7 @@ class Validator:
                 policy_version=lambda: self.policy.current.version,
                 link=lambda: self.client.link_state(self.gate.online_failures),
                 scanner=lambda: self.scanner.state,
+                upload_error=lambda: self.uploader.problem,
             ),
         )
         self.uploader = Uploader(

@@ -161,6 +161,8 @@ def describe(status: dict[str, Any]) -> str:
         f"  queue      {status['backlog']} waiting to upload (last seq {status['last_seq']},"
         f" acked {status['acked']}, oldest {_when(status['oldest_unsent_ms'])})"
     )
+    if status["upload_error"]:
+        lines.append(f"  uploads    failing: {status['upload_error']}")
     if status["storage_error"]:
         lines.append(
             f"  STORAGE    {status['storage_error']}"

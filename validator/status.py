@@ -55,6 +55,7 @@ class Sources:
     policy_version: Callable[[], int]
     link: Callable[[], LinkState]
     scanner: Callable[[], ScannerState]
+    upload_error: Callable[[], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class Status:
     policy_version: int
     link: LinkState
     scanner: ScannerState
+    upload_error: str | None
 
     @property
     def warnings(self) -> list[ScreenText]:
@@ -118,6 +120,7 @@ class Status:
             "oldest_unsent_ms": self.queue.oldest_unsent_ms,
             "pending_in_memory": self.queue.pending_in_memory,
             "storage_error": self.queue.storage_error,
+            "upload_error": self.upload_error,
             "list_version": self.risk_list.version,
             "snapshot_version": self.risk_list.snapshot_version,
             "list_age_s": None if age is None else int(age),
@@ -183,6 +186,7 @@ class StatusBoard:
             policy_version=s.policy_version(),
             link=s.link(),
             scanner=s.scanner(),
+            upload_error=s.upload_error(),
         )
 
     @property

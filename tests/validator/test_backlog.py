@@ -89,8 +89,10 @@ async def test_backlog_drains_in_order_when_the_depot_returns(
     async with bench(config_from(text, tmp_path / "v.toml"), cable) as b:
         status = await b.status()
         assert (status["online"], status["backlog"]) == (False, BACKLOG)
-        # Riders are answered all the while.
+        # Riders are answered all the while; operations see why nothing goes up.
         assert (await b.tap(code_of(1).encode() + b"\r"))["seq"] == BACKLOG + 1
+        await eventually(lambda: b.validator.uploader.problem is not None)
+        assert "POST /v1/taps" in (await b.status())["upload_error"]
 
         async with live_depot(
             pool, tmp_path, port=port, middlewares=(watch,), again=first
@@ -104,7 +106,8 @@ async def test_backlog_drains_in_order_when_the_depot_returns(
             # Oldest first, each batch where the last one ended, nothing sent twice.
             assert batches[0][0] == 1
             assert all(nxt[0] == prev[1] + 1 for prev, nxt in itertools.pairwise(batches))
-            assert (await b.status())["backlog"] == 0
+            status = await b.status()
+            assert (status["backlog"], status["upload_error"]) == (0, None)
 
 
 def fill_to_the_cap(path: Path, cap_bytes: int) -> int:
