@@ -69,7 +69,7 @@ async def test_serve_with_embedded_postgres(tmp_path: Path) -> None:
     )
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            for _ in range(100):
+            for _ in range(400):  # initdb alone takes seconds on a busy machine
                 try:
                     async with http.get("/healthz") as resp:
                         if resp.status == 200:

@@ -17,6 +17,8 @@ from tests.depot_sync.api.conftest import Harness
 from tests.depot_sync.ministry import person, simulated_ministry
 
 CODE = "R7G6915415"
+#: Tests that expect an answer give the loopback simulator time even on a loaded machine.
+PATIENT = CheckSection(budget_ms=5000)
 
 
 async def ask(
@@ -43,7 +45,10 @@ async def test_found_is_stored_and_the_next_delta_carries_it(
     make_harness: Callable[..., Any],
 ) -> None:
     someone = person(CODE, status=HealthStatus.RISKY)
-    async with simulated_ministry([someone]) as (sim, client), make_harness(ministry=client) as h:
+    async with (
+        simulated_ministry([someone]) as (sim, client),
+        make_harness(ministry=client, check=PATIENT) as h,
+    ):
         secret = await h.enrol("bus-1")
         answer = await ask(h, secret, CODE)
         assert answer.outcome is CheckOutcome.FOUND
@@ -67,7 +72,10 @@ async def test_found_is_stored_and_the_next_delta_carries_it(
 
 async def test_not_found_and_expired(make_harness: Callable[..., Any]) -> None:
     gone = person("EXP1RED000", expires_in=-dt.timedelta(days=1))
-    async with simulated_ministry([gone]) as (_, client), make_harness(ministry=client) as h:
+    async with (
+        simulated_ministry([gone]) as (_, client),
+        make_harness(ministry=client, check=PATIENT) as h,
+    ):
         secret = await h.enrol("bus-1")
         assert (await ask(h, secret, "NOSUCHCODE")).outcome is CheckOutcome.NOT_FOUND
         expired = await ask(h, secret, "EXP1RED000")
@@ -79,7 +87,7 @@ async def test_not_found_and_expired(make_harness: Callable[..., Any]) -> None:
 async def test_ministry_outage_answers_unavailable(make_harness: Callable[..., Any]) -> None:
     async with (
         simulated_ministry([person(CODE)]) as (sim, client),
-        make_harness(ministry=client) as h,
+        make_harness(ministry=client, check=PATIENT) as h,
     ):
         secret = await h.enrol("bus-1")
         sim.faults.set(Faults(unavailable_rate=1.0))
@@ -130,7 +138,10 @@ async def test_key_that_does_not_match_the_code_is_refused(harness: Harness) -> 
 
 async def test_card_is_checked_through_its_code(make_harness: Callable[..., Any]) -> None:
     someone = person(CODE)
-    async with simulated_ministry([someone]) as (sim, client), make_harness(ministry=client) as h:
+    async with (
+        simulated_ministry([someone]) as (sim, client),
+        make_harness(ministry=client, check=PATIENT) as h,
+    ):
         secret = await h.enrol("bus-1")
         async with h.pool.acquire() as conn:
             await import_registrations(
