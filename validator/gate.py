@@ -183,8 +183,10 @@ class Gate:
         key: bytes | None,
         hint: ScreenText | None,
     ) -> Answer:
-        latency_us = min(max((time.perf_counter_ns() - start_ns) // 1000, 0), 2**32 - 1)
-        time_ms = int(self._clock() * 1000)
+        elapsed_us = max((time.perf_counter_ns() - start_ns) // 1000, 0)
+        latency_us = min(elapsed_us, 2**32 - 1)
+        # The tap's time is when the frame came in, not when the answer was ready.
+        time_ms = int(self._clock() * 1000) - elapsed_us // 1000
         vehicle, route, trip = self._where
         list_version = self._list.version
         draft = TapDraft(
