@@ -124,7 +124,7 @@ def _install_signals(stop: asyncio.Event, output: _Output) -> None:
         presses += 1
         if presses == 1:
             stop.set()
-            output.say("\nStopping: passengers leave, backlogs drain, then the summary...")
+            output.say("\nStopping (Ctrl-C again stops at once, without a summary)...")
         elif presses == 2 and main_task is not None:
             output.say("\nStopping now, without a summary...")
             main_task.cancel()
@@ -155,7 +155,7 @@ async def demo(args: argparse.Namespace, root: Path, output: _Output) -> int:
     )
     cut = next((v.device for v in spec.validators if v.behind_proxy), None)
     async with aiohttp.ClientSession() as session:
-        stack = Stack(spec, session, progress=lambda step: output.say(f"  starting {step}"))
+        stack = Stack(spec, session, progress=lambda step: output.say(f"  {step}"))
         try:
             if not await _unless_stopped(stop, stack.start()):
                 output.say("Stopped during start-up.")
@@ -185,7 +185,7 @@ async def demo(args: argparse.Namespace, root: Path, output: _Output) -> int:
         finally:
             output.say("Stopping the validators, the depot (and its PostgreSQL), the Ministry...")
             await _stop_fully(stack)
-    keep = "kept" if args.keep else "removed now (--keep keeps them)"
+    keep = "kept" if args.keep else "removed now; --keep keeps them"
     output.clear()
     output.say(
         render_summary(

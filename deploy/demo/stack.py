@@ -247,14 +247,14 @@ class Stack:
         self.logs.mkdir(exist_ok=True)
         self.depot_dir.mkdir(exist_ok=True)
         password, admin_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        self._say(f"the Ministry simulator ({self.spec.population_size} people)")
+        self._say(f"starting the Ministry simulator ({self.spec.population_size} people)")
         population, registered = await self._start_ministry(password, admin_token)
         where = "its own PostgreSQL" if self.spec.dsn else "an embedded PostgreSQL"
-        self._say(f"the depot on {where}")
+        self._say(f"starting the depot on {where}")
         await self._start_depot(password, registered)
-        self._say(f"{len(self.spec.validators)} validators provisioned, an operator token")
+        self._say(f"provisioning {len(self.spec.validators)} validators and an operator")
         provisioned = await self._enrol()
-        self._say("the validators, each reading a pseudo-terminal, fetching list and policy")
+        self._say("starting the validators on pseudo-terminals; they fetch their list and policy")
         await self._start_validators(provisioned)
         self._parts.world = World.build(
             population, registered, self.spec.policy, dt.datetime.now(dt.UTC)
@@ -369,8 +369,8 @@ class Stack:
 
         await _wait_for("the depot", serving, [child], DEPOT_START_TIMEOUT_S)
         self._say(
-            f"{len(registered)} registrations imported, every code asked of the Ministry, "
-            "the first snapshot built"
+            f"importing {len(registered)} registrations, asking the Ministry about every code, "
+            "building the first snapshot"
         )
         registrations = self.depot_dir / "registrations.csv"
         registrations.write_text(registration_csv(registered), encoding="utf-8")
