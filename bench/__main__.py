@@ -28,7 +28,7 @@ import asyncpg
 from bench import decision, delta_polls, export, ingest, risklist, snapshot_build
 from bench.context import BenchFailure, Context
 from bench.depot import DepotFailure
-from bench.measure import machine, say
+from bench.measure import load_average, machine, say
 from bench.settings import SECTIONS, BenchConfig, load
 from bench.table import Result, render_json, render_markdown, render_text
 from depot_sync.db.embedded import EmbeddedPostgresError
@@ -165,8 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.log_level, json=True, stream=log_file, quiet_loggers=("asyncio", "pgserver")
     )
     say(f"sections: {', '.join(config.sections)}; log: {log_path}")
+    load_before = load_average()
     results, notes, failed = asyncio.run(run_all(config))
-    context = {**machine(), **notes, "seconds": f"{time.perf_counter() - started:.0f}"}
+    context = {
+        **machine(),
+        **notes,
+        "load average (1/5/15 min) at start": load_before,
+        "load average at end": load_average(),
+        "seconds": f"{time.perf_counter() - started:.0f}",
+    }
     header = "\n".join(f"{k}: {v}" for k, v in context.items())
     sys.stdout.write(f"{header}\n\n{render_text(results)}")
     if args.markdown is not None:

@@ -125,6 +125,11 @@ def tree_cpu_s(parent: int) -> float:
     return total
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages (others share it)."""
+    return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on: CPU, cores, memory, kernel, Python."""
     model = "unknown"
