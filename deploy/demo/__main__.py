@@ -39,6 +39,7 @@ from deploy.demo.children import ChildError
 from deploy.demo.clients import ServiceError
 from deploy.demo.configs import policy_barring
 from deploy.demo.passengers import PassengerError
+from deploy.demo.qr import ScanFailed
 from deploy.demo.scenario import Run, Scenario
 from deploy.demo.stack import Stack, StackError, StackSpec
 from deploy.demo.summary import render_summary
@@ -55,7 +56,15 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 #: What a failed demo reports in one paragraph rather than a traceback.
-FAILURES: Final = (StackError, ChildError, ServiceError, PassengerError, WorldError, OSError)
+FAILURES: Final = (
+    StackError,
+    ChildError,
+    ServiceError,
+    PassengerError,
+    ScanFailed,
+    WorldError,
+    OSError,
+)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -328,6 +328,12 @@ class Passengers:
             door.device: collections.Counter() for door in self.doors
         }
         self.last: dict[str, Tap] = {}
+        self._next: dict[str, list[Category]] = {door.device: [] for door in self.doors}
+
+    def send(self, category: Category, devices: Sequence[str] | None = None) -> None:
+        """Send a rider of ``category`` to each door (or to ``devices``) before the deck goes on."""
+        for device in self._next if devices is None else devices:
+            self._next[device].append(category)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send riders to every door until ``stop`` is set."""
@@ -344,7 +350,9 @@ class Passengers:
             if not deck:
                 deck = list(DECK)
                 rng.shuffle(deck)
-            presentation = present(deck.pop(), self.pools, self.world, rng)
+            queued = self._next[door.device]
+            category = queued.pop(0) if queued else deck.pop()
+            presentation = present(category, self.pools, self.world, rng)
             sent_ms = _wall_ms()
             try:
                 answer = await self._tap(door, presentation, last_seq)

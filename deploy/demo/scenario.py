@@ -22,7 +22,7 @@ from typing import Any, Final
 import structlog
 
 from deploy.demo.clients import ServiceError
-from deploy.demo.passengers import Passengers, Pools, Tap, Unanswered
+from deploy.demo.passengers import Category, Passengers, Pools, Tap, Unanswered
 from deploy.demo.stack import Stack, StackError, ValidatorHandle
 from deploy.demo.world import Person, World
 from protocol.reasons import Reason
@@ -282,6 +282,8 @@ class Run:
                 ministry_down = True
                 await self.stack.ministry.outage()
                 self.timeline.record(EventKind.MINISTRY_DOWN)
+                # Someone with a code nobody knows comes to every door: the outage shows.
+                self._send(Category.NOT_FOUND)
             if ministry_down and not ministry_up and t >= scenario.ministry_up_s:
                 ministry_up = True
                 await self.stack.ministry.recover()
@@ -292,6 +294,8 @@ class Run:
                     link_cut = True
                     cut.proxy.cut()
                     self.timeline.record(EventKind.LINK_CUT, cut.device)
+                    self._send(Category.UNKNOWN_CARD, cut.device)
+                    self._send(Category.NOT_FOUND, cut.device)
                 if link_cut and not restored and self._restore_due(t, cut):
                     restored = True
                     cut.proxy.restore()
@@ -302,6 +306,10 @@ class Run:
             except TimeoutError:
                 continue
             return True
+
+    def _send(self, category: Category, device: str | None = None) -> None:
+        if self.passengers is not None:
+            self.passengers.send(category, None if device is None else [device])
 
     def _restore_due(self, t: float, cut: ValidatorHandle) -> bool:
         scenario = self.scenario
