@@ -216,6 +216,10 @@ class Stack:
             raise StackError("the stack is not started")
         return self._parts.world
 
+    def running(self) -> list[str]:
+        """The names of the programs still running."""
+        return [child.name for child in self._parts.children if child.running]
+
     def check_alive(self) -> None:
         """Raise :class:`StackError` if any program has exited."""
         for child in self._parts.children:
