@@ -336,11 +336,23 @@ class Passengers:
             self._next[device].append(category)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send riders to every door until ``stop`` is set."""
-        async with asyncio.TaskGroup() as group:
-            for index, door in enumerate(self.doors):
-                rng = random.Random(self._seed * 1000 + index)  # noqa: S311 - made-up riders
-                group.create_task(self._door(door, rng, stop))
+        """Send riders to every door until ``stop`` is set; the first failure ends them all."""
+        doors = [
+            asyncio.create_task(
+                self._door(door, random.Random(self._seed * 1000 + i), stop)  # noqa: S311 - made-up riders
+            )
+            for i, door in enumerate(self.doors)
+        ]
+        try:
+            # gather, not a TaskGroup: the caller gets the failure itself, not an ExceptionGroup.
+            await asyncio.gather(*doors)
+        finally:
+            for task in doors:
+                task.cancel()
+            await asyncio.wait(doors)
+            for task in doors:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    log.debug("door stopped by a failure", error=repr(error))
 
     async def _door(self, door: Door, rng: random.Random, stop: asyncio.Event) -> None:
         status = await door.screen.status()
