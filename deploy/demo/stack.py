@@ -178,7 +178,6 @@ class Stack:
         self.list_key = b""
         self._depot_config = self.depot_dir / "depot.toml"
         self._env: dict[str, str] = {}
-        self.started_at = dt.datetime.now(dt.UTC)
         self._parts = _Parts()
         self._exit = contextlib.AsyncExitStack()
         self._log = log.bind(root=str(spec.root))
