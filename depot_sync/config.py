@@ -11,12 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from protocol.credentials import LIST_KEY_SIZE
 from protocol.messages import MAX_BODY_BYTES, MAX_DELTA_CHANGES
 from protocol.ministry import MinistrySettings
-from runtime.config import load_config
+from runtime.config import hex_bytes, load_config
+from runtime.logs import LogSection
 
 #: The file ``hes-depot`` reads when neither ``--config`` nor ``HESGATE_CONFIG`` says otherwise.
 DEFAULT_CONFIG_PATH = Path("/etc/hesgate/depot.toml")
@@ -24,17 +24,6 @@ CONFIG_ENV = "HESGATE_CONFIG"
 FIELD_KEY_SIZE = 32
 #: Where the numbered migrations live (the repository's ``sql/``).
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
-
-
-def hex_key(name: str, text: str, size: int) -> bytes:
-    """Decode a hexadecimal key of ``size`` bytes, naming ``name`` in the error."""
-    try:
-        raw = bytes.fromhex(text.strip())
-    except ValueError as err:
-        raise ValueError(f"{name}: expected {size * 2} hexadecimal digits") from err
-    if len(raw) != size:
-        raise ValueError(f"{name}: expected {size} bytes ({size * 2} hex digits), got {len(raw)}")
-    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,29 +84,30 @@ class KeysSection:
     previous_field_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        hex_key("keys.field_key", self.field_key, FIELD_KEY_SIZE)
-        hex_key("keys.list_key", self.list_key, LIST_KEY_SIZE)
+        hex_bytes("keys.field_key", self.field_key, FIELD_KEY_SIZE)
+        hex_bytes("keys.list_key", self.list_key, LIST_KEY_SIZE)
         for i, old in enumerate(self.previous_field_keys):
-            hex_key(f"keys.previous_field_keys[{i}]", old, FIELD_KEY_SIZE)
+            hex_bytes(f"keys.previous_field_keys[{i}]", old, FIELD_KEY_SIZE)
         if not 1 <= len(self.signing_key_id) <= 64:
             raise ValueError("keys.signing_key_id: expected 1 to 64 characters")
 
     @property
     def field_key_bytes(self) -> bytes:
         """The current field key."""
-        return hex_key("keys.field_key", self.field_key, FIELD_KEY_SIZE)
+        return hex_bytes("keys.field_key", self.field_key, FIELD_KEY_SIZE)
 
     @property
     def previous_field_key_bytes(self) -> tuple[bytes, ...]:
         """Older field keys, newest first."""
         return tuple(
-            hex_key("keys.previous_field_keys", k, FIELD_KEY_SIZE) for k in self.previous_field_keys
+            hex_bytes("keys.previous_field_keys", k, FIELD_KEY_SIZE)
+            for k in self.previous_field_keys
         )
 
     @property
     def list_key_bytes(self) -> bytes:
         """The list key."""
-        return hex_key("keys.list_key", self.list_key, LIST_KEY_SIZE)
+        return hex_bytes("keys.list_key", self.list_key, LIST_KEY_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,14 +228,6 @@ class PolicySection:
     """The boarding policy file (see docs/depot.md); without one, no group is restricted."""
 
     file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LogSection:
-    """Logging."""
-
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    json: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,22 @@ def load_config(
     return build(schema, data)
 
 
+def hex_bytes(name: str, text: str, size: int) -> bytes:
+    """Decode a key written as ``size`` bytes of hexadecimal digits (spaces around allowed).
+
+    Meant for a section's ``__post_init__``: the :class:`ValueError` it raises
+    names ``name`` (``"keys.list_key"``), and :func:`build` reports it as a
+    :class:`ConfigError` of that section.
+    """
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError as err:
+        raise ValueError(f"{name}: expected {size * 2} hexadecimal digits") from err
+    if len(raw) != size:
+        raise ValueError(f"{name}: expected {size} bytes ({size * 2} hex digits), got {len(raw)}")
+    return raw
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file, turning every failure into a :class:`ConfigError`."""
     try:

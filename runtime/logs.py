@@ -2,7 +2,8 @@
 
 JSON lines when stderr is not a terminal (production, journald), a readable
 coloured console when it is. Standard-library loggers (aiohttp's access log,
-asyncpg) go through the same processors so every line has one shape.
+asyncpg) go through the same processors so every line has one shape. Every
+program's configuration reads its ``[log]`` table into :class:`LogSection`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import TextIO
+from dataclasses import dataclass
+from typing import Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -20,6 +22,15 @@ SECRET_KEYS: frozenset[str] = frozenset(
     {"password", "secret", "authorization", "token", "list_key", "device_secret", "dsn_password"}
 )
 REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    """Every program's ``[log]`` table, as :func:`configure_logging` takes it."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``None``: JSON unless stderr is a terminal.
+    json: bool | None = None
 
 
 def redact_secrets(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:

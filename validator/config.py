@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from protocol.credentials import LIST_KEY_SIZE
 from protocol.listsign import ListVerifier
-from runtime.config import ConfigError
+from runtime.config import ConfigError, hex_bytes
+from runtime.logs import LogSection
 
 #: Names a terminator may be given by, besides the characters themselves.
 TERMINATOR_NAMES: dict[str, bytes] = {
@@ -28,16 +28,6 @@ TERMINATOR_NAMES: dict[str, bytes] = {
 SECRET_SIZE = 32
 
 
-def _hex_bytes(name: str, text: str, size: int) -> bytes:
-    try:
-        raw = bytes.fromhex(text.strip())
-    except ValueError as err:
-        raise ValueError(f"{name}: expected {size * 2} hexadecimal digits") from err
-    if len(raw) != size:
-        raise ValueError(f"{name}: expected {size} bytes ({size * 2} hex digits), got {len(raw)}")
-    return raw
-
-
 @dataclass(frozen=True, slots=True)
 class DeviceSection:
     """Who this validator is: id, request-signing secret and list key, all from provisioning."""
@@ -47,18 +37,18 @@ class DeviceSection:
     list_key: str
 
     def __post_init__(self) -> None:
-        _hex_bytes("device.secret", self.secret, SECRET_SIZE)
-        _hex_bytes("device.list_key", self.list_key, LIST_KEY_SIZE)
+        hex_bytes("device.secret", self.secret, SECRET_SIZE)
+        hex_bytes("device.list_key", self.list_key, LIST_KEY_SIZE)
 
     @property
     def secret_bytes(self) -> bytes:
         """The request-signing secret."""
-        return _hex_bytes("device.secret", self.secret, SECRET_SIZE)
+        return hex_bytes("device.secret", self.secret, SECRET_SIZE)
 
     @property
     def list_key_bytes(self) -> bytes:
         """The key that turns credentials into risk-list keys."""
-        return _hex_bytes("device.list_key", self.list_key, LIST_KEY_SIZE)
+        return hex_bytes("device.list_key", self.list_key, LIST_KEY_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,14 +197,6 @@ class SyncSection:
         )
         if any(v <= 0 for v in values):
             raise ValueError("sync: intervals must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class LogSection:
-    """Logging."""
-
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    json: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from runtime.config import ConfigError, load_config
+from runtime.config import ConfigError, hex_bytes, load_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +90,45 @@ def test_bad_configuration_names_the_key(
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Settings, tmp_path / "absent.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    token: str
+
+    def __post_init__(self) -> None:
+        hex_bytes("keys.token", self.token, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class WithKeys:
+    keys: Keys
+
+
+def test_hex_bytes_reads_a_key_of_the_right_size() -> None:
+    assert hex_bytes("k", "  00A1ff7e\n", 4) == b"\x00\xa1\xff\x7e"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("00a1ff", r"k: expected 4 bytes \(8 hex digits\), got 3"),
+        ("00a1ff7e00", r"k: expected 4 bytes \(8 hex digits\), got 5"),
+        ("00a1ff7g", "k: expected 8 hexadecimal digits"),
+        ("", r"k: expected 4 bytes \(8 hex digits\), got 0"),
+    ],
+)
+def test_hex_bytes_names_the_key_and_the_size(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        hex_bytes("k", text, 4)
+
+
+def test_a_bad_hex_key_is_a_config_error_of_its_section(tmp_path: Path) -> None:
+    path = write(tmp_path, '[keys]\ntoken = "0011"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(WithKeys, path)
+    assert caught.value.key == "keys"
+    assert "keys.token: expected 4 bytes (8 hex digits), got 2" in str(caught.value)
+    assert load_config(WithKeys, path, env={"HESGATE_KEYS__TOKEN": "0011aabb"}).keys == Keys(
+        "0011aabb"
+    )

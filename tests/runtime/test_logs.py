@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from runtime.logs import configure_logging
+from runtime.config import ConfigError, build
+from runtime.logs import LogSection, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +44,10 @@ def test_level_filters_debug() -> None:
     structlog.get_logger("x").warning("shown")
     assert "hidden" not in out.getvalue()
     assert "shown" in out.getvalue()
+
+
+def test_log_section_reads_level_and_format() -> None:
+    assert build(LogSection, {}) == LogSection(level="info", json=None)
+    assert build(LogSection, {"level": "debug", "json": False}) == LogSection("debug", json=False)
+    with pytest.raises(ConfigError, match="loud"):
+        build(LogSection, {"level": "loud"})
