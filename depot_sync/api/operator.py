@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.resources
+import json
 from typing import Any
 
 import asyncpg
 import structlog
 from aiohttp import hdrs, web
 
+from depot_sync import trace
 from depot_sync.api.common import ApiError, operator_only
 from depot_sync.exports import (
     BadFilter,
@@ -102,6 +104,46 @@ async def get_trips(request: web.Request, operator: Operator) -> web.StreamRespo
     return response
 
 
+@operator_only(Role.AUDITOR)
+async def post_trace(request: web.Request, operator: Operator) -> web.StreamResponse:
+    """``POST /v1/trace``: the contacts of an index credential (JSON; see docs/depot.md)."""
+    depot = request.app[DEPOT]
+    # A POST body, so a raw HES code or card number never lands in an access log's URL.
+    too_large = ApiError(
+        413, "too_large", f"a trace request is a JSON body of at most {trace.MAX_BODY_BYTES} bytes"
+    )
+    if (request.content_length or 0) > trace.MAX_BODY_BYTES:
+        raise too_large
+    raw = await request.read()
+    if len(raw) > trace.MAX_BODY_BYTES:
+        raise too_large
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ApiError(400, "malformed", "the body is not JSON", field="body") from err
+    limits = trace.TraceLimits()
+    try:
+        asked = trace.parse_request(body, depot.list_key, dt.datetime.now(dt.UTC), limits)
+    except trace.BadTraceRequest as err:
+        raise ApiError(400, "malformed", str(err), field=err.field) from err
+    log_id = await trace.log_trace_start(depot.pool, operator.id, asked, request.remote)
+    tlog = log.bind(trace=log_id, operator=operator.name, index=asked.given.value)
+    try:
+        async with depot.pool.acquire() as conn:
+            result = await trace.trace(conn, asked, limits)
+    except trace.TraceTooLarge as err:
+        await log_export_end(depot.pool, log_id, None, ok=False)
+        tlog.info("trace refused: too large", limit=err.limit, what=err.what)
+        raise ApiError(413, "too_large", str(err), limit=err.limit) from err
+    except asyncpg.PostgresError as err:
+        await log_export_end(depot.pool, log_id, None, ok=False)
+        tlog.warning("trace failed", error=f"{type(err).__name__}: {err}")
+        raise
+    await log_export_end(depot.pool, log_id, len(result.contacts), ok=True)
+    tlog.info("trace done", boardings=len(result.boardings), contacts=len(result.contacts))
+    return web.json_response(result.as_json(), headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
 async def get_healthz(request: web.Request) -> web.StreamResponse:
     """``GET /healthz``: 200 when the database answers and every job runs, else 503."""
     depot = request.app[DEPOT]
@@ -159,6 +201,7 @@ def add_routes(app: web.Application) -> None:
     """Register the operator endpoints."""
     app.router.add_get("/v1/fleet", get_fleet)
     app.router.add_get("/v1/exports/trips", get_trips)
+    app.router.add_post("/v1/trace", post_trace)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/", get_page)
