@@ -8,6 +8,7 @@ a time. A result is built only from an answer that says exactly what it means.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import json
@@ -107,13 +108,8 @@ def parse_result(hes_code: str, raw: Any, *, plus: bool) -> HesResult:
     if not plus:
         return result
     # Missing plus fields read as unknown (a serializer may drop nulls); wrong types do not.
-    return HesResult(
-        hes_code=result.hes_code,
-        status=result.status,
-        expires_at=result.expires_at,
-        tckn_last3=result.tckn_last3,
-        first_name=result.first_name,
-        last_name=result.last_name,
+    return dataclasses.replace(
+        result,
         is_vaccinated=_optional_bool(raw, wire.IS_VACCINATED),
         is_immune=_optional_bool(raw, wire.IS_IMMUNE),
         last_negative_test=_optional_time(raw, wire.LAST_NEGATIVE_TEST),
