@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.pg import PgCluster, pg_cluster
 
@@ -31,3 +33,14 @@ def postgres() -> Iterator[PgCluster]:
 def pg_dsn(postgres: PgCluster) -> str:
     """The administrative DSN of the session's PostgreSQL server (may create databases)."""
     return postgres.admin_dsn
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back for the next test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)

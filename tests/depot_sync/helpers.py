@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import socket
 from collections.abc import Iterable
 
 import asyncpg
@@ -19,6 +20,14 @@ from protocol.risk import Groups, HealthStatus, ListEntry
 
 #: 2024-03-01T08:00:00Z
 BASE_MS = 1_709_280_000_000
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 def tap(seq: int, *, time_ms: int | None = None, vehicle: str = "34 ABC 01") -> TapRecord:

@@ -1,30 +1,19 @@
 from __future__ import annotations
 
-import logging
 import os
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-import structlog
 
 from depot_sync.cli import main
 from protocol.listsign import ListSigner
 from tests.pg import PgCluster, run_sync, unique_name
 from validator.config import DepotSection, DeviceSection
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures process-wide logging: put it back for the next test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+# main() configures process-wide logging: put it back for the next test.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def write_config(tmp_path: Path, dsn: str, extra: str = "") -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -15,13 +14,7 @@ import pytest
 from protocol import codec
 from protocol.messages import PROTOCOL_VERSION, TapAck, TapBatch
 from protocol.signing import sign_request
-from tests.depot_sync.helpers import taps
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.depot_sync.helpers import free_port, taps
 
 
 async def hes_depot(config: Path, *args: str) -> tuple[int, str, str]:

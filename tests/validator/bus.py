@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,19 +18,13 @@ from protocol.listsign import ListSigner
 from protocol.messages import Signed
 from protocol.risk import ListEntry
 from runtime.config import load_config
+from tests.depot_sync.helpers import free_port
 from tests.validator.lists import LIST_KEY, SECRET, snapshot_file
 from tests.validator.ptys import FakeCable, eventually
 from validator.app import Validator
 from validator.config import ValidatorConfig
 from validator.policy import POLICY_NAME
 from validator.risklist import SNAPSHOT_NAME
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def dead_depot_url() -> str:

@@ -6,7 +6,6 @@ import itertools
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -15,8 +14,8 @@ from aiohttp import web
 
 from protocol.codec import decode
 from protocol.messages import TapBatch
-from tests.depot_sync.helpers import code_of, seed_found
-from tests.validator.bus import bench, config_from, free_port, on_the_bus
+from tests.depot_sync.helpers import code_of, free_port, seed_found
+from tests.validator.bus import bench, config_from, on_the_bus
 from tests.validator.depot import Handler, live_depot
 from tests.validator.ptys import FakeCable, eventually
 from validator.app import TAPS_DB
@@ -37,14 +36,6 @@ heartbeat_interval_s = 0.5
 backoff_initial_s = 0.05
 backoff_max_s = 0.5
 """
-
-
-@pytest.fixture
-def cable(tmp_path: Path) -> Iterator[FakeCable]:
-    c = FakeCable(tmp_path / "ttyScanner")
-    c.plug()
-    yield c
-    c.unplug()
 
 
 def offline_days(path: Path, count: int) -> None:

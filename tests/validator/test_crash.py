@@ -8,7 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from aiohttp import web
 
 from protocol.codec import decode
 from protocol.messages import TapAck
-from tests.depot_sync.helpers import code_of, seed_found
-from tests.validator.bus import free_port, on_the_bus
+from tests.depot_sync.helpers import code_of, free_port, seed_found
+from tests.validator.bus import on_the_bus
 from tests.validator.depot import Handler, live_depot
 from tests.validator.ptys import FakeCable
 from validator.app import TAPS_DB
@@ -39,14 +39,6 @@ heartbeat_interval_s = 0.5
 backoff_initial_s = 0.05
 backoff_max_s = 0.3
 """
-
-
-@pytest.fixture
-def cable(tmp_path: Path) -> Iterator[FakeCable]:
-    c = FakeCable(tmp_path / "ttyScanner")
-    c.plug()
-    yield c
-    c.unplug()
 
 
 class Process:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -27,14 +26,6 @@ heartbeat_interval_s = 0.3
 backoff_initial_s = 0.05
 backoff_max_s = 0.3
 """
-
-
-@pytest.fixture
-def cable(tmp_path: Path) -> Iterator[FakeCable]:
-    c = FakeCable(tmp_path / "ttyScanner")
-    c.plug()
-    yield c
-    c.unplug()
 
 
 def card_of(n: int) -> str:

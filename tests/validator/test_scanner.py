@@ -2,24 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.validator.ptys import FakeCable, eventually
 from validator.config import ScannerSection
 from validator.scanner import FrameSplitter, GarbledFrame, ScanEvent, ScannedFrame, Scanner
-
-
-@pytest.fixture
-def cable(tmp_path: Path) -> Iterator[FakeCable]:
-    c = FakeCable(tmp_path / "ttyScanner")
-    c.plug()
-    yield c
-    c.unplug()
 
 
 @contextlib.asynccontextmanager

@@ -6,11 +6,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 from aiohttp import web
 
 from depot_sync.config import CheckSection, RiskListSection
@@ -52,14 +50,6 @@ max_list_age_s = 3600
 group = "65+"
 windows = []
 """
-
-
-@pytest.fixture
-def cable(tmp_path: Path) -> Iterator[FakeCable]:
-    c = FakeCable(tmp_path / "ttyScanner")
-    c.plug()
-    yield c
-    c.unplug()
 
 
 async def bus_config(

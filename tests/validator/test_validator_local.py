@@ -35,13 +35,6 @@ def signer() -> ListSigner:
     return ListSigner.generate("test-1")
 
 
-@pytest.fixture
-def cable(tmp_path: Path) -> FakeCable:
-    c = FakeCable(tmp_path / "ttyScanner")
-    c.plug()
-    return c
-
-
 def make_config(
     tmp_path: Path, signer: ListSigner, cable: FakeCable, *, idle_s: float = 20.0, extra: str = ""
 ) -> ValidatorConfig:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-import structlog
 
 from protocol.ministry import MinistryClient
 from protocol.ministry.simulator import (
@@ -44,14 +42,3 @@ async def sim(population: Population, sim_clock: SimClock) -> AsyncIterator[Simu
 async def client(sim: SimulatorHandle) -> AsyncIterator[MinistryClient]:
     async with MinistryClient(settings_for(sim)) as ministry:
         yield ministry
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state: put it back for the next test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
