@@ -81,8 +81,8 @@ SCREEN: MappingProxyType[Reason, ScreenText] = MappingProxyType(
         ),
         Reason.UNKNOWN_OFFLINE: ScreenText(
             Colour.YELLOW,
-            "Bağlantı yok: kod doğrulanamadı",
-            "Offline: code could not be verified",
+            "Kod şu anda doğrulanamıyor",
+            "Code cannot be verified right now",
         ),
         Reason.STALE_LIST: ScreenText(
             Colour.YELLOW, "Risk listesi güncel değil", "Risk list is out of date"
