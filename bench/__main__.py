@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import asyncpg
 
 from bench import decision, delta_polls, export, ingest, risklist, snapshot_build
@@ -32,8 +33,11 @@ from bench.measure import load_average, machine, say
 from bench.settings import SECTIONS, BenchConfig, load
 from bench.table import Result, render_json, render_markdown, render_text
 from depot_sync.db.embedded import EmbeddedPostgresError
+from protocol.codec import MessageError
+from protocol.snapshot import SnapshotError
 from runtime.config import ConfigError
 from runtime.logs import configure_logging
+from validator.risklist import ListUpdateError
 
 Section = Callable[[Context], Awaitable[list[Result]]]
 RUNNERS: Final[dict[str, Section]] = {
@@ -50,6 +54,11 @@ SECTION_FAILURES: Final = (
     DepotFailure,
     EmbeddedPostgresError,
     asyncpg.PostgresError,
+    aiohttp.ClientError,
+    MessageError,
+    SnapshotError,
+    ListUpdateError,
+    TimeoutError,
     OSError,
 )
 
@@ -73,10 +82,18 @@ def _sections(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run the hesgate benchmarks and print one table (docs/performance.md).",
+        epilog=f"sections, in order: {', '.join(SECTIONS)}",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of everything")
-    p.add_argument("--only", type=_sections, action="extend", help="run only these sections")
-    p.add_argument("--skip", type=_sections, action="extend", help="leave these sections out")
+    p.add_argument(
+        "--only", type=_sections, action="extend", metavar="S1,S2", help="run only these sections"
+    )
+    p.add_argument(
+        "--skip", type=_sections, action="extend", metavar="S1,S2", help="leave these out"
+    )
     p.add_argument("--config", type=Path, help="a TOML file with a [bench] table")
     p.add_argument(
         "--data-dir", type=Path, help="scratch and cache directory (default bench-data/)"
