@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
 
 import asyncpg
 import structlog
@@ -46,11 +48,13 @@ from protocol.risk import Groups
 
 log = structlog.get_logger("hesgate.depot.check")
 
-_OUTCOMES = {
-    MinistryState.FOUND: CheckOutcome.FOUND,
-    MinistryState.NOT_FOUND: CheckOutcome.NOT_FOUND,
-    MinistryState.EXPIRED: CheckOutcome.EXPIRED,
-}
+_OUTCOMES: Final[Mapping[MinistryState, CheckOutcome]] = MappingProxyType(
+    {
+        MinistryState.FOUND: CheckOutcome.FOUND,
+        MinistryState.NOT_FOUND: CheckOutcome.NOT_FOUND,
+        MinistryState.EXPIRED: CheckOutcome.EXPIRED,
+    }
+)
 
 
 class BadCheck(ValueError):

@@ -12,9 +12,10 @@ import datetime as dt
 import os
 import secrets
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 import asyncpg
@@ -287,20 +288,22 @@ def init_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: Final[dict[str, Command]] = {
-    "migrate": cmd_migrate,
-    "serve": cmd_serve,
-    "build-snapshot": cmd_build_snapshot,
-    "refresh": cmd_refresh,
-    "import-registrations": cmd_import,
-    "provision-device": cmd_provision,
-    "revoke-device": cmd_revoke,
-    "create-operator": cmd_create_operator,
-    "add-token": cmd_add_token,
-    "revoke-tokens": cmd_revoke_tokens,
-    "purge": cmd_purge,
-    "partitions": cmd_partitions,
-}
+COMMANDS: Final[Mapping[str, Command]] = MappingProxyType(
+    {
+        "migrate": cmd_migrate,
+        "serve": cmd_serve,
+        "build-snapshot": cmd_build_snapshot,
+        "refresh": cmd_refresh,
+        "import-registrations": cmd_import,
+        "provision-device": cmd_provision,
+        "revoke-device": cmd_revoke,
+        "create-operator": cmd_create_operator,
+        "add-token": cmd_add_token,
+        "revoke-tokens": cmd_revoke_tokens,
+        "purge": cmd_purge,
+        "partitions": cmd_partitions,
+    }
+)
 
 
 def parser() -> argparse.ArgumentParser:

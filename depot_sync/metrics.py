@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "DepotMetrics"]
 
 #: Breaker states as numbers, for a gauge.
-BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+BREAKER_VALUES: Final[Mapping[str, int]] = MappingProxyType(
+    {"closed": 0, "half_open": 1, "open": 2}
+)
 
 
 class DepotMetrics:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -50,16 +52,20 @@ DAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FULL_DAY_NAMES: Final = (
     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
 )  # fmt: skip
-_DAY_SETS: Final = {
-    "all": tuple(range(7)),
-    "weekdays": tuple(range(5)),
-    "weekend": (5, 6),
-}
-GROUP_NAMES: Final = {
-    "65+": Groups.AGE_65_PLUS,
-    "age_65_plus": Groups.AGE_65_PLUS,
-    "under_20": Groups.UNDER_20,
-}
+_DAY_SETS: Final[Mapping[str, tuple[int, ...]]] = MappingProxyType(
+    {
+        "all": tuple(range(7)),
+        "weekdays": tuple(range(5)),
+        "weekend": (5, 6),
+    }
+)
+GROUP_NAMES: Final[Mapping[str, Groups]] = MappingProxyType(
+    {
+        "65+": Groups.AGE_65_PLUS,
+        "age_65_plus": Groups.AGE_65_PLUS,
+        "under_20": Groups.UNDER_20,
+    }
+)
 
 
 class PolicyError(ValueError):

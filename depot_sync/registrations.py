@@ -25,9 +25,10 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 import structlog
@@ -46,15 +47,17 @@ OPTIONAL_COLUMNS: Final = ("birth_year", "age_group")
 CHUNK: Final = 1000
 _UID_SEPARATORS: Final = str.maketrans("", "", ":- \t")
 _HEX: Final = re.compile(r"(?:[0-9A-F]{2}){4,10}")
-_AGE_GROUPS: Final = {
-    "65+": Groups.AGE_65_PLUS,
-    "65_plus": Groups.AGE_65_PLUS,
-    "under_20": Groups.UNDER_20,
-    "under20": Groups.UNDER_20,
-    "<20": Groups.UNDER_20,
-    "adult": Groups.NONE,
-    "20-64": Groups.NONE,
-}
+_AGE_GROUPS: Final[Mapping[str, Groups]] = MappingProxyType(
+    {
+        "65+": Groups.AGE_65_PLUS,
+        "65_plus": Groups.AGE_65_PLUS,
+        "under_20": Groups.UNDER_20,
+        "under20": Groups.UNDER_20,
+        "<20": Groups.UNDER_20,
+        "adult": Groups.NONE,
+        "20-64": Groups.NONE,
+    }
+)
 
 
 class RegistrationFileError(ValueError):

@@ -28,7 +28,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
@@ -194,13 +194,15 @@ class _Codec:
 
 
 _SIZE_LIMIT: Final = re.compile(r"([0-9]+) exceeds max_(str|bin|array|map|ext)_len\(([0-9]+)\)")
-_SIZE_UNITS: Final = {
-    "str": "a string of {} bytes",
-    "bin": "a binary of {} bytes",
-    "array": "an array of {} items",
-    "map": "a map of {} entries",
-    "ext": "an extension value of {} bytes",
-}
+_SIZE_UNITS: Final[Mapping[str, str]] = types.MappingProxyType(
+    {
+        "str": "a string of {} bytes",
+        "bin": "a binary of {} bytes",
+        "array": "an array of {} items",
+        "map": "a map of {} entries",
+        "ext": "an extension value of {} bytes",
+    }
+)
 
 
 def _unpack_problem(cls: type[Any], err: Exception) -> str:
@@ -232,16 +234,18 @@ def _map_without_duplicates(pairs: list[tuple[str | bytes, object]]) -> dict[str
 
 # --- describing values in errors --------------------------------------------
 
-_WIRE_NAMES: Final[dict[type, str]] = {
-    type(None): "nil",
-    bool: "bool",
-    int: "int",
-    float: "float",
-    str: "string",
-    bytes: "binary",
-    list: "array",
-    dict: "map",
-}
+_WIRE_NAMES: Final[Mapping[type, str]] = types.MappingProxyType(
+    {
+        type(None): "nil",
+        bool: "bool",
+        int: "int",
+        float: "float",
+        str: "string",
+        bytes: "binary",
+        list: "array",
+        dict: "map",
+    }
+)
 
 
 def _wire_name(value: object) -> str:

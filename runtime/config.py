@@ -21,7 +21,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Final, TypeVar, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "HESGATE_"
 ENV_SEPARATOR = "__"
@@ -217,8 +217,8 @@ def _convert_sequence(tp: Any, origin: Any, value: Any, key: str) -> Any:
     return tuple(items) if origin is tuple else items
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 def _convert_scalar(tp: Any, value: Any, key: str) -> Any:

@@ -9,8 +9,11 @@ has a default that suits a bus.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Final
 
 from protocol.credentials import LIST_KEY_SIZE
 from protocol.listsign import ListVerifier
@@ -18,13 +21,15 @@ from runtime.config import ConfigError, hex_bytes
 from runtime.logs import LogSection
 
 #: Names a terminator may be given by, besides the characters themselves.
-TERMINATOR_NAMES: dict[str, bytes] = {
-    "CR": b"\r",
-    "LF": b"\n",
-    "CRLF": b"\r\n",
-    "TAB": b"\t",
-    "ETX": b"\x03",
-}
+TERMINATOR_NAMES: Final[Mapping[str, bytes]] = MappingProxyType(
+    {
+        "CR": b"\r",
+        "LF": b"\n",
+        "CRLF": b"\r\n",
+        "TAB": b"\t",
+        "ETX": b"\x03",
+    }
+)
 SECRET_SIZE = 32
 
 

@@ -75,7 +75,9 @@ class _View:
     fresh_ms: int | None
 
 
-_EMPTY = _View(None, {}, 0, None)
+def _no_list() -> _View:
+    """The view before any list: a new one each time, as overlays are updated in place."""
+    return _View(None, {}, 0, None)
 
 
 def _entry_of(change: ListChange) -> ListEntry | None:
@@ -96,7 +98,7 @@ class RiskList:
     def __init__(self, data_dir: Path, verifier: ListVerifier) -> None:
         self._dir = data_dir
         self._verifier = verifier
-        self._view = _EMPTY
+        self._view = _no_list()
         # One thread owns the overlay database and does the slow parts of updates.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="risklist")
         self._db: sqlite3.Connection | None = None
@@ -222,7 +224,7 @@ class RiskList:
             db.execute("DELETE FROM overlay")
             db.execute("DELETE FROM meta")
             db.execute("COMMIT")
-            return _EMPTY
+            return _no_list()
         db.execute("BEGIN IMMEDIATE")
         # A crash between the snapshot's rename and this database's update
         # leaves changes the snapshot already holds: they must not override it.
@@ -417,7 +419,7 @@ class RiskList:
                 await self._in_worker(self._close_db)
             except ListStorageError as err:
                 log.warning("risk_list_close_failed", error=str(err))
-            self._swap(_EMPTY)
+            self._swap(_no_list())
         self._worker.shutdown(wait=True)
 
     def _close_db(self) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Final
 
 import asyncpg
 import structlog
@@ -17,7 +19,9 @@ from depot_sync.db.embedded import embedded_postgres, with_database
 log = structlog.get_logger("hesgate.depot.db")
 
 #: Every session runs in UTC; times reach people through explicit conversions.
-SERVER_SETTINGS = {"application_name": "hes-depot", "timezone": "UTC"}
+SERVER_SETTINGS: Final[Mapping[str, str]] = MappingProxyType(
+    {"application_name": "hes-depot", "timezone": "UTC"}
+)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -66,7 +70,7 @@ async def create_pool(dsn: str, settings: DatabaseSection) -> asyncpg.Pool:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             command_timeout=settings.command_timeout_s,
-            server_settings=SERVER_SETTINGS,
+            server_settings=dict(SERVER_SETTINGS),
         )
     except (
         OSError,

@@ -15,7 +15,8 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from protocol import hescode
 from protocol.ministry import wire
@@ -30,7 +31,9 @@ from protocol.ministry.errors import (
 from protocol.risk import HealthStatus
 from protocol.tckn import last3_from_masked
 
-_STATUSES = {wire.RISKY: HealthStatus.RISKY, wire.RISKLESS: HealthStatus.RISKLESS}
+_STATUSES: Final[Mapping[str, HealthStatus]] = MappingProxyType(
+    {wire.RISKY: HealthStatus.RISKY, wire.RISKLESS: HealthStatus.RISKLESS}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 import numpy as np
@@ -52,10 +54,16 @@ _VERSION = struct.Struct("<H")
 #: Header bytes after the key id, up to the signature: zero in format version 1.
 _RESERVED = slice(136, SIGNED_SIZE)
 
-_STATUS_CODE: Final[dict[object, int]] = {status: int(status) for status in HealthStatus}
+_STATUS_CODE: Final[Mapping[object, int]] = MappingProxyType(
+    {status: int(status) for status in HealthStatus}
+)
 #: Every flag combination a byte holds: flags added later still round-trip.
-_GROUPS_CODE: Final[dict[object, int]] = {Groups(value): value for value in range(256)}
-_LAST3_CODE: Final[dict[object, int]] = {f"{value:03d}": value for value in range(1000)}
+_GROUPS_CODE: Final[Mapping[object, int]] = MappingProxyType(
+    {Groups(value): value for value in range(256)}
+)
+_LAST3_CODE: Final[Mapping[object, int]] = MappingProxyType(
+    {f"{value:03d}": value for value in range(1000)}
+)
 
 
 class SnapshotReason(enum.StrEnum):

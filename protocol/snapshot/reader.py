@@ -50,7 +50,6 @@ _GROUPS_OF: Final = tuple(Groups(value) for value in range(256))
 _LAST3_OF: Final = tuple(f"{value:03d}" for value in range(1000))
 _KEY_AT: Final = struct.Struct("<Q").unpack_from
 _PAYLOAD_AT: Final = struct.Struct("<HHBB").unpack_from
-_EMPTY_KEYS: Final[NDArray[np.uint64]] = np.empty(0, dtype=KEY_DTYPE)
 
 EntryMaker = Callable[[bytes, HealthStatus, "int | None", "str | None", Groups], ListEntry]
 
@@ -327,7 +326,7 @@ class Snapshot:
         if mapped is None:
             return
         self._mm = None
-        self._keys = _EMPTY_KEYS
+        self._keys = np.empty(0, dtype=KEY_DTYPE)
         self._payloads = np.empty(0, dtype=PAYLOAD_DTYPE)
         try:
             mapped.close()

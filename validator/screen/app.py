@@ -13,9 +13,10 @@ Routes:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import structlog
 from aiohttp import web
@@ -31,7 +32,9 @@ BOARD: web.AppKey[StatusBoard] = web.AppKey("board", StatusBoard)
 KEYPAD: web.AppKey[KeypadHandler] = web.AppKey("keypad")
 
 _STATIC = resources.files("validator.screen") / "static"
-_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+_TYPES: Final[Mapping[str, str]] = MappingProxyType(
+    {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+)
 _FILES = ("index.html", "screen.js", "screen.css")
 #: Keypad fields are short; anything longer is not a keypad.
 _MAX_KEYPAD_BODY = 1024

@@ -10,6 +10,8 @@ the real service answers in those cases is not known.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 from protocol.ministry import wire
@@ -17,12 +19,14 @@ from protocol.ministry.simulator.population import PopulationRecord
 
 TOO_MANY_KEY: Final = "toomanyhescodes"
 INVALID_REQUEST_KEY: Final = "invalidrequest"
-_TITLES: Final = {
-    wire.NOT_FOUND_KEY: "HES kodu bulunamadı",
-    wire.EXPIRED_KEY: "HES kodunun süresi dolmuş",
-    TOO_MANY_KEY: "En fazla 500 HES kodu sorgulanabilir",
-    INVALID_REQUEST_KEY: "Geçersiz istek",
-}
+_TITLES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        wire.NOT_FOUND_KEY: "HES kodu bulunamadı",
+        wire.EXPIRED_KEY: "HES kodunun süresi dolmuş",
+        TOO_MANY_KEY: "En fazla 500 HES kodu sorgulanabilir",
+        INVALID_REQUEST_KEY: "Geçersiz istek",
+    }
+)
 GATEWAY_PAGE: Final = (
     "<html><head><title>502 Bad Gateway</title></head><body>"
     "<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
