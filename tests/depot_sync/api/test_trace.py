@@ -191,3 +191,8 @@ async def test_too_many_boardings_or_contacts_is_413_and_logged_as_failed(
         assert "narrow the time range" in error["message"]
     logged = await log_rows(harness)
     assert [(r["outcome"], r["rows"]) for r in logged] == [("failed", None), ("failed", None)]
+
+
+async def test_the_depot_page_points_auditors_to_the_trace(harness: Harness) -> None:
+    page = await harness.client.get("/")
+    assert "POST /v1/trace" in await page.text()
