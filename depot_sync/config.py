@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from depot_sync.db.migrations_dir import default_migrations_dir
 from protocol.credentials import LIST_KEY_SIZE
 from protocol.messages import MAX_BODY_BYTES, MAX_DELTA_CHANGES
 from protocol.ministry import MinistrySettings
@@ -22,8 +23,8 @@ from runtime.logs import LogSection
 DEFAULT_CONFIG_PATH = Path("/etc/hesgate/depot.toml")
 CONFIG_ENV = "HESGATE_CONFIG"
 FIELD_KEY_SIZE = 32
-#: Where the numbered migrations live (the repository's ``sql/``).
-DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+#: Where the numbered migrations live: inside an installed wheel, else the checkout's ``sql/``.
+DEFAULT_MIGRATIONS_DIR = default_migrations_dir()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from depot_sync.config import DatabaseSection
 from depot_sync.db.migrations import discover
 from depot_sync.db.migrations_dir import (
     CHECKOUT_MIGRATIONS_DIR,
@@ -19,10 +20,12 @@ from depot_sync.db.migrations_dir import (
 REPO = Path(__file__).resolve().parents[3]
 FIND = """
 import json
+from depot_sync.config import DEFAULT_MIGRATIONS_DIR
 from depot_sync.db import migrations_dir
 from depot_sync.db.migrations import discover
 found = migrations_dir.default_migrations_dir()
 print(json.dumps({"module": migrations_dir.__file__, "dir": str(found),
+                  "config": str(DEFAULT_MIGRATIONS_DIR),
                   "files": [m.label for m in discover(found)]}))
 """
 
@@ -30,6 +33,7 @@ print(json.dumps({"module": migrations_dir.__file__, "dir": str(found),
 def test_a_checkout_finds_the_repositorys_sql() -> None:
     assert not PACKAGED_MIGRATIONS_DIR.exists()
     assert default_migrations_dir() == CHECKOUT_MIGRATIONS_DIR == REPO / "sql"
+    assert DatabaseSection().migrations_dir == REPO / "sql"
     assert discover(default_migrations_dir())
 
 
@@ -66,5 +70,6 @@ def test_the_wheel_carries_the_migrations_and_an_install_finds_them(tmp_path: Pa
     )
     found = json.loads(done.stdout)
     assert Path(found["module"]).is_relative_to(site)
-    assert Path(found["dir"]) == site / "depot_sync" / "sql"
+    # The depot's configuration default is what an installed depot migrates from.
+    assert Path(found["dir"]) == Path(found["config"]) == site / "depot_sync" / "sql"
     assert found["files"] == sorted(repo_sql)
