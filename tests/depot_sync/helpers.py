@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import asyncpg
 
@@ -22,12 +23,24 @@ from protocol.risk import Groups, HealthStatus, ListEntry
 BASE_MS = 1_709_280_000_000
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A loopback TCP port kept for the block: refused while nothing of ours listens on it.
+
+    Its socket is bound with SO_REUSEADDR and never listens. The kernel then
+    gives the port to no other bind(0) and uses it for no outgoing
+    connection; a connection to it is refused, as a stopped server's port
+    would refuse it; and a server of ours that binds it the usual way
+    (asyncio and aiohttp set SO_REUSEADDR) may listen on it, stop, and listen
+    again. A port looked up and let go instead can be handed to another
+    process (another test run, a demo) before it is used, or between a
+    server's stop and its restart.
+    """
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        port: int = holder.getsockname()[1]
+        yield port
 
 
 def tap(seq: int, *, time_ms: int | None = None, vehicle: str = "34 ABC 01") -> TapRecord:

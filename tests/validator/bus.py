@@ -18,18 +18,12 @@ from protocol.listsign import ListSigner
 from protocol.messages import Signed
 from protocol.risk import ListEntry
 from runtime.config import load_config
-from tests.depot_sync.helpers import free_port
 from tests.validator.lists import LIST_KEY, SECRET, snapshot_file
 from tests.validator.ptys import FakeCable, eventually
 from validator.app import Validator
 from validator.config import ValidatorConfig
 from validator.policy import POLICY_NAME
 from validator.risklist import SNAPSHOT_NAME
-
-
-def dead_depot_url() -> str:
-    """A loopback address where nothing listens: every request is refused at once."""
-    return f"http://127.0.0.1:{free_port()}"
 
 
 def provisioned_toml(

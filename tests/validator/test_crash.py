@@ -19,7 +19,7 @@ from aiohttp import web
 
 from protocol.codec import decode
 from protocol.messages import TapAck
-from tests.depot_sync.helpers import code_of, free_port, seed_found
+from tests.depot_sync.helpers import code_of, reserved_port, seed_found
 from tests.validator.bus import on_the_bus
 from tests.validator.depot import Handler, live_depot
 from tests.validator.ptys import FakeCable
@@ -136,55 +136,55 @@ async def test_kill_9_mid_upload_then_restart(
                 victim["pid"] = None
         return response
 
-    async with (
-        live_depot(pool, tmp_path, middlewares=(kill_mid_batch,)) as depot,
-        aiohttp.ClientSession() as http,
-    ):
-        await seed_found(pool, depot.depot.cipher, depot.list_key, range(50))
-        await depot.publish()
-        data_dir = tmp_path / "validator"
-        screen_port = free_port()
-        config = tmp_path / "validator.toml"
-        config.write_text(
-            on_the_bus(
-                await depot.provision("bus-0001"),
-                scanner_port=cable.path,
-                screen_port=screen_port,
-                data_dir=data_dir,
-                extra=SETTINGS,
-            ),
-            encoding="utf-8",
-        )
-        screen = f"http://127.0.0.1:{screen_port}"
-        async with process(config, screen, tmp_path / "validator.log") as p:
-            victim["pid"] = await p.start(http)
-            seqs = []
-            for n in range(200):
-                if p.proc is not None and p.proc.returncode is not None:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    seqs.append(await tap_until_recorded(http, p, cable, code_of(n % 50)))
-            assert p.proc is not None
-            assert await p.proc.wait() == -signal.SIGKILL
-            last, acked = committed(data_dir)
-            # Every answer shown was committed; the killed batch is at the depot, unacked.
-            assert seqs == list(range(1, len(seqs) + 1))
-            assert last >= len(seqs)
-            depot_ack = victim["acks"][-1].ack
-            assert acked < depot_ack <= last
+    with reserved_port() as screen_port:
+        async with (
+            live_depot(pool, tmp_path, middlewares=(kill_mid_batch,)) as depot,
+            aiohttp.ClientSession() as http,
+        ):
+            await seed_found(pool, depot.depot.cipher, depot.list_key, range(50))
+            await depot.publish()
+            data_dir = tmp_path / "validator"
+            config = tmp_path / "validator.toml"
+            config.write_text(
+                on_the_bus(
+                    await depot.provision("bus-0001"),
+                    scanner_port=cable.path,
+                    screen_port=screen_port,
+                    data_dir=data_dir,
+                    extra=SETTINGS,
+                ),
+                encoding="utf-8",
+            )
+            screen = f"http://127.0.0.1:{screen_port}"
+            async with process(config, screen, tmp_path / "validator.log") as p:
+                victim["pid"] = await p.start(http)
+                seqs = []
+                for n in range(200):
+                    if p.proc is not None and p.proc.returncode is not None:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        seqs.append(await tap_until_recorded(http, p, cable, code_of(n % 50)))
+                assert p.proc is not None
+                assert await p.proc.wait() == -signal.SIGKILL
+                last, acked = committed(data_dir)
+                # Every answer shown was committed; the killed batch is at the depot, unacked.
+                assert seqs == list(range(1, len(seqs) + 1))
+                assert last >= len(seqs)
+                depot_ack = victim["acks"][-1].ack
+                assert acked < depot_ack <= last
 
-            # Restarted: the numbering goes on, the batch is sent again and stored once.
-            await p.start(http)
-            first_after = await tap_until_recorded(http, p, cable, code_of(1))
-            assert first_after == last + 1
-            for n in range(2, 6):
-                await tap_until_recorded(http, p, cable, code_of(n))
-            final = last + 5
-            async with asyncio.timeout(30):
-                while ((await p.status(http)) or {}).get("acked") != final:  # noqa: ASYNC110 - another process
-                    await asyncio.sleep(0.05)
-            assert await depot.stored_seqs("bus-0001") == list(range(1, final + 1))
-            assert sum(a.duplicates for a in victim["acks"]) > 0
-            assert sum(a.stored for a in victim["acks"]) == final
-    log = (tmp_path / "validator.log").read_text()
-    assert "Traceback" not in log
+                # Restarted: the numbering goes on, the batch is sent again and stored once.
+                await p.start(http)
+                first_after = await tap_until_recorded(http, p, cable, code_of(1))
+                assert first_after == last + 1
+                for n in range(2, 6):
+                    await tap_until_recorded(http, p, cable, code_of(n))
+                final = last + 5
+                async with asyncio.timeout(30):
+                    while ((await p.status(http)) or {}).get("acked") != final:  # noqa: ASYNC110 - another process
+                        await asyncio.sleep(0.05)
+                assert await depot.stored_seqs("bus-0001") == list(range(1, final + 1))
+                assert sum(a.duplicates for a in victim["acks"]) > 0
+                assert sum(a.stored for a in victim["acks"]) == final
+        log = (tmp_path / "validator.log").read_text()
+        assert "Traceback" not in log

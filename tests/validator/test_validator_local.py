@@ -18,7 +18,7 @@ from protocol import tckn
 from protocol.listsign import ListSigner
 from protocol.messages import Behaviour, GroupRule
 from protocol.risk import Groups, HealthStatus, local_day
-from tests.validator.bus import Bench, bench, config_from, dead_depot_url, preload, provisioned_toml
+from tests.validator.bus import Bench, bench, config_from, preload, provisioned_toml
 from tests.validator.lists import card_key, entry, hes_key, sealed_policy
 from tests.validator.ptys import FakeCable, eventually
 from validator.app import TAPS_DB
@@ -36,12 +36,18 @@ def signer() -> ListSigner:
 
 
 def make_config(
-    tmp_path: Path, signer: ListSigner, cable: FakeCable, *, idle_s: float = 20.0, extra: str = ""
+    tmp_path: Path,
+    signer: ListSigner,
+    cable: FakeCable,
+    depot_url: str,
+    *,
+    idle_s: float = 20.0,
+    extra: str = "",
 ) -> ValidatorConfig:
     text = provisioned_toml(
         idle_s=idle_s,
         device_id="bus-0001",
-        depot_url=dead_depot_url(),
+        depot_url=depot_url,
         signer=signer,
         scanner_port=cable.path,
         screen_port=0,
@@ -63,7 +69,9 @@ BARRED = [GroupRule(Groups.AGE_65_PLUS, [])]
 
 
 @pytest.fixture
-async def bus(tmp_path: Path, signer: ListSigner, cable: FakeCable) -> AsyncIterator[Bench]:
+async def bus(
+    tmp_path: Path, signer: ListSigner, cable: FakeCable, dead_depot_url: str
+) -> AsyncIterator[Bench]:
     preload(
         tmp_path / "data",
         signer,
@@ -71,9 +79,8 @@ async def bus(tmp_path: Path, signer: ListSigner, cable: FakeCable) -> AsyncIter
         version=7,
         policy=sealed_policy(signer, rules=BARRED),
     )
-    async with bench(make_config(tmp_path, signer, cable), cable) as b:
+    async with bench(make_config(tmp_path, signer, cable, dead_depot_url), cable) as b:
         yield b
-    cable.unplug()
 
 
 @pytest.mark.parametrize(
@@ -201,21 +208,20 @@ async def _next_state(events: aiohttp.ClientResponse) -> dict[str, Any]:
 
 
 async def test_screen_returns_to_start_after_idle(
-    tmp_path: Path, signer: ListSigner, cable: FakeCable
+    tmp_path: Path, signer: ListSigner, cable: FakeCable, dead_depot_url: str
 ) -> None:
     preload(tmp_path / "data", signer, entries=LIST, policy=sealed_policy(signer))
-    async with bench(make_config(tmp_path, signer, cable, idle_s=0.3), cable) as b:
+    async with bench(make_config(tmp_path, signer, cable, dead_depot_url, idle_s=0.3), cable) as b:
         await b.tap(b"GOOD000001\r")
         assert (await b.status())["view"] == "answer"
         await eventually(lambda: b.validator.board.view == "start")
         status = await b.status()
         assert status["view"] == "start"
         assert status["last_decision"]["reason"] == "OK"  # still reported, no longer shown
-    cable.unplug()
 
 
 async def test_stale_list_under_policy(
-    tmp_path: Path, signer: ListSigner, cable: FakeCable
+    tmp_path: Path, signer: ListSigner, cable: FakeCable, dead_depot_url: str
 ) -> None:
     two_hours_ago = int((time.time() - 7200) * 1000)
     preload(
@@ -225,7 +231,7 @@ async def test_stale_list_under_policy(
         created_ms=two_hours_ago,
         policy=sealed_policy(signer, max_age_s=3600, stale=Behaviour.ALLOW_FLAGGED),
     )
-    async with bench(make_config(tmp_path, signer, cable), cable) as b:
+    async with bench(make_config(tmp_path, signer, cable, dead_depot_url), cable) as b:
         assert (await b.status())["list_stale"] is True
         last = await b.tap(b"GOOD000001\r")
         assert (last["reason"], last["colour"], last["decision"]) == (
@@ -238,20 +244,18 @@ async def test_stale_list_under_policy(
         assert last["reason"] == "RISKY"  # a stale list still refuses what it knows is risky
         warnings = (await b.status())["warnings"]
         assert any("out of date" in w["en"] for w in warnings)
-    cable.unplug()
 
 
 async def test_fresh_box_never_says_ok(
-    tmp_path: Path, signer: ListSigner, cable: FakeCable
+    tmp_path: Path, signer: ListSigner, cable: FakeCable, dead_depot_url: str
 ) -> None:
-    async with bench(make_config(tmp_path, signer, cable), cable) as b:
+    async with bench(make_config(tmp_path, signer, cable, dead_depot_url), cable) as b:
         status = await b.status()
         assert (status["list_version"], status["policy_version"]) == (0, 0)
         assert status["list_age_s"] is None
         for frame in (b"GOOD000001\r", b"CARD:0A0B0C0D\r"):
             last = await b.tap(frame)
             assert (last["reason"], last["decision"]) == ("UNKNOWN_OFFLINE", "deny")
-    cable.unplug()
 
 
 async def test_unplugged_scanner_shows_on_screen_and_comes_back(bus: Bench) -> None:
@@ -278,8 +282,10 @@ async def test_status_command_for_a_person(bus: Bench, capsys: pytest.CaptureFix
     assert json.loads(capsys.readouterr().out)["last_decision"]["seq"] == 1
 
 
-async def test_status_command_without_a_validator(capsys: pytest.CaptureFixture[str]) -> None:
-    assert await asyncio.to_thread(main, ["status", "--url", dead_depot_url()]) == 3
+async def test_status_command_without_a_validator(
+    capsys: pytest.CaptureFixture[str], dead_depot_url: str
+) -> None:
+    assert await asyncio.to_thread(main, ["status", "--url", dead_depot_url]) == 3
     assert "no validator answers" in capsys.readouterr().err
 
 
@@ -327,4 +333,3 @@ async def test_online_check_gives_up_within_budget_on_a_hung_depot(
         hold.set()
         server.close()
         await server.wait_closed()
-        cable.unplug()
