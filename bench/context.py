@@ -55,7 +55,11 @@ class Context:
             postgres = await self.postgres()
             devices = max((*self.config.ingest.validators, self.config.delta_polls.concurrency))
             stack = DepotStack(postgres, self.run_dir / "depot", devices=devices)
-            await stack.start()
+            try:
+                await stack.start()
+            except BaseException:
+                await stack.stop()
+                raise
             self._depot = stack
         return self._depot
 

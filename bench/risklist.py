@@ -5,7 +5,8 @@ and :class:`validator.risklist.RiskList` (snapshot plus SQLite overlay), fed
 delta pages signed and encoded by the depot's own :func:`signed_page`, opened
 the way :class:`validator.listsync.ListSync` opens them. The references are
 the bare operations underneath: ``mmap`` plus ``numpy.frombuffer``, SHA-256
-of the file, ``numpy.searchsorted``, a plain SQLite upsert.
+of the file, ``numpy.searchsorted``, a plain SQLite upsert, and the same delta
+with nothing else running.
 """
 
 from __future__ import annotations
