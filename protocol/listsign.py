@@ -14,9 +14,7 @@ other way round.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from protocol.messages import MAX_BODY_BYTES, PROTOCOL_VERSION, Signed
+from runtime.files import write_atomically
 
 #: An Ed25519 signature is always this long.
 SIGNATURE_SIZE: Final = 64
@@ -111,7 +110,7 @@ class ListSigner:
 
     def save(self, path: Path) -> None:
         """Write the private key to ``path`` atomically, readable by its owner only."""
-        _write_atomically(path, self.private_pem(), mode=0o600)
+        write_atomically(path, self.private_pem(), mode=0o600)
 
     def sign(self, data: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``data``."""
@@ -161,7 +160,7 @@ class ListVerifier:
 
     def save(self, path: Path) -> None:
         """Write the public key to ``path`` atomically."""
-        _write_atomically(path, self.public_pem(), mode=0o644)
+        write_atomically(path, self.public_pem(), mode=0o644)
 
     def verify(self, data: bytes, signature: bytes, key_id: str) -> None:
         """Check that ``signature`` over ``data`` was made by this key under ``key_id``.
@@ -221,18 +220,3 @@ def unseal(verifier: ListVerifier, envelope: Signed) -> bytes:
     message = envelope_message(envelope.v, envelope.key_id, envelope.body)
     verifier.verify(message, envelope.sig, envelope.key_id)
     return envelope.body
-
-
-def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
-    """Write ``data`` to a temp file beside ``path`` with ``mode``, fsync it, rename it over."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
