@@ -116,12 +116,12 @@ class Validator:
             route=config.vehicle.route,
             trip=config.vehicle.trip,
             online_budget_s=config.depot.online_budget_ms / 1000,
+            online_reserve_s=config.depot.online_reserve_ms / 1000,
             clock=clock,
         )
         self.list_sync = ListSync(
             client=self.client,
             risk_list=self.risk_list,
-            verifier=self.verifier,
             data_dir=data_dir,
             config=config.sync,
             read_timeout_s=config.depot.request_timeout_s,
@@ -165,7 +165,7 @@ class Validator:
             snapshot_version=self.risk_list.snapshot_version,
             age_s=age,
             stale=list_is_stale(age, self.policy.current),
-            problem=self.list_sync.problem or self.risk_list.storage_error,
+            problem=self.risk_list.problem or self.list_sync.problem,
         )
 
     async def _retry_storage(self) -> None:
@@ -202,6 +202,11 @@ class Validator:
             asyncio.create_task(self._supervise(name, job), name=f"validator-{name}")
             for name, job in jobs.items()
         ]
+        # Once, while the gate already answers: a list opened on its file identity
+        # alone gets its whole body checked in the list's thread.
+        self._tasks.append(
+            asyncio.create_task(self._check_kept_list(), name="validator-list-check")
+        )
         self._log.info(
             "validator_started",
             screen=self.screen_url,
@@ -212,6 +217,12 @@ class Validator:
             last_seq=self.queue.last_seq,
             software=software_version(),
         )
+
+    async def _check_kept_list(self) -> None:
+        if not await self.risk_list.verify_kept():
+            # Dropped as damaged: the screen says so, and a new snapshot is fetched now.
+            self.board.changed()
+            self.list_sync.wake.set()
 
     async def _supervise(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
         while True:

@@ -65,8 +65,10 @@ class DepotSection:
     list_public_key: str
     #: A CA bundle for the depot's TLS front when it is not publicly trusted.
     ca_file: Path | None = None
-    #: The online check's whole budget, request and answer.
+    #: The most a tap the list does not know takes, frame in to answer out, online check included.
     online_budget_ms: int = 300
+    #: Part of that budget kept for deciding and committing the tap after the online check.
+    online_reserve_ms: int = 10
     #: Any other request (batches, snapshot chunks) gives up after this long.
     request_timeout_s: float = 30.0
 
@@ -77,6 +79,8 @@ class DepotSection:
             raise ValueError("depot.list_public_key: expected a PEM public key")
         if not 10 <= self.online_budget_ms <= 10_000:
             raise ValueError("depot.online_budget_ms: expected 10 to 10000")
+        if not 0 <= self.online_reserve_ms <= self.online_budget_ms // 2:
+            raise ValueError("depot.online_reserve_ms: expected 0 to half of online_budget_ms")
         if self.request_timeout_s <= 0:
             raise ValueError("depot.request_timeout_s: must be positive")
 

@@ -45,6 +45,10 @@ _ERROR_BODY_LIMIT: Final = 512
 class DepotError(Exception):
     """A request to the depot did not give a usable answer."""
 
+    #: Seconds the depot asked to wait before the next try (``Retry-After``), if it said.
+    #: Only :class:`DepotUnavailable` ever carries one; every loop hands it to its backoff.
+    retry_after: float | None = None
+
 
 class DepotUnavailable(DepotError):
     """No answer, or the depot asked to try again later (``retry_after`` seconds, if it said)."""

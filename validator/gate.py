@@ -4,6 +4,10 @@ One tap at a time: read the credential, look its key up in the local list,
 ask the depot within the budget when the list does not know it, decide
 (:mod:`validator.decide`), commit the tap record, then show the answer. A
 storage failure does not stop the answer; it is shown with it, loudly.
+
+The online budget is charged from the moment the frame came in (a tap that
+waited behind another has less left), less a small reserve for deciding and
+committing afterwards, so frame in to answer out stays within the budget.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 import structlog
 
@@ -34,6 +38,9 @@ from validator.queue import StorageError, TapDraft, TapQueue
 from validator.scanner import GarbledFrame, ScanEvent, ScannedFrame
 
 log = structlog.get_logger(__name__)
+
+#: Less budget than this left is not worth a request: the tap is decided offline at once.
+MIN_CHECK_S: Final = 0.002
 
 
 class ListLookup(Protocol):
@@ -85,8 +92,15 @@ class Gate:
         route: str = "",
         trip: str = "",
         online_budget_s: float = 0.3,
+        online_reserve_s: float = 0.01,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Build the gate; nothing runs before :meth:`run` or a ``tap_*`` call.
+
+        ``online_budget_s`` bounds a tap the list does not know, frame in to
+        answer out; ``online_reserve_s`` of it is kept for deciding and
+        committing after the online check.
+        """
         self._list_key = list_key
         self._list = risk_list
         self._policy = policy
@@ -94,7 +108,8 @@ class Gate:
         self._queue = queue
         self._show = show
         self._where = (vehicle, route, trip)
-        self._budget_s = online_budget_s
+        self._budget_ns = int(online_budget_s * 1e9)
+        self._reserve_ns = int(online_reserve_s * 1e9)
         self._clock = clock
         self._lock = asyncio.Lock()
         self.online_failures = 0
@@ -148,12 +163,24 @@ class Gate:
             stale = list_is_stale(self._list.age_s(int(now_s * 1000)), policy)
             verdict = decide_local(entry, credential, policy, now, stale=stale)
         else:
-            verdict = await self._ask_depot(credential, key, policy, now)
+            verdict = await self._ask_depot(credential, key, policy, now, start_ns)
         return self._finish(verdict, start_ns, credential.method, key, None)
 
     async def _ask_depot(
-        self, credential: Credential, key: bytes, policy: Policy, now: dt.datetime
+        self,
+        credential: Credential,
+        key: bytes,
+        policy: Policy,
+        now: dt.datetime,
+        start_ns: int,
     ) -> Verdict:
+        # Whatever the tap already spent (waiting behind another one, reading the
+        # list) comes out of the budget; the reserve pays for the decision and commit.
+        left_s = (start_ns + self._budget_ns - self._reserve_ns - time.perf_counter_ns()) / 1e9
+        if left_s < MIN_CHECK_S:
+            self.online_failures += 1
+            log.warning("online_check_no_budget_left", budget_ms=self._budget_ns // 1_000_000)
+            return decide_offline(policy)
         request = CheckRequest(
             v=PROTOCOL_VERSION,
             method=credential.method,
@@ -163,11 +190,15 @@ class Gate:
             tckn_last3=credential.tckn_last3,
         )
         try:
-            async with asyncio.timeout(self._budget_s):
-                answer = await self._checker.check(request, self._budget_s)
+            async with asyncio.timeout(left_s):
+                answer = await self._checker.check(request, left_s)
         except TimeoutError:
             self.online_failures += 1
-            log.warning("online_check_timeout", budget_ms=int(self._budget_s * 1000))
+            log.warning(
+                "online_check_timeout",
+                budget_ms=self._budget_ns // 1_000_000,
+                waited_ms=round(left_s * 1000),
+            )
             return decide_offline(policy)
         except OnlineCheckFailed as err:
             self.online_failures += 1

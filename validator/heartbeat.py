@@ -18,7 +18,7 @@ import structlog
 
 from protocol.messages import PROTOCOL_VERSION, Heartbeat, HeartbeatAnswer
 from validator.config import SyncSection
-from validator.depot_client import DepotClient, DepotError, DepotUnavailable
+from validator.depot_client import DepotClient, DepotError
 from validator.periodic import Backoff
 from validator.policy import PolicyStore
 from validator.queue import TapQueue
@@ -102,9 +102,8 @@ class HeartbeatAgent:
             try:
                 await self.beat()
             except DepotError as err:
-                retry_after = err.retry_after if isinstance(err, DepotUnavailable) else None
                 log.debug("heartbeat_failed", error=str(err))
-                await asyncio.sleep(backoff.next_delay(retry_after))
+                await asyncio.sleep(backoff.next_delay(err.retry_after))
                 continue
             backoff.reset()
             await asyncio.sleep(self._config.heartbeat_interval_s)

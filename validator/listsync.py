@@ -8,6 +8,7 @@
 * Then ``GET /v1/risklist/delta?since=V`` pages, each a signed envelope,
   until ``more`` is false; on an interval, at once when the depot is
   reachable again, and when a heartbeat says the depot has newer changes.
+  Each poll carries ``If-None-Match: "vV"``: 304 means the list is current.
   410 (too old for deltas) goes back to a snapshot.
 
 Lookups never wait on any of this (see :mod:`validator.risklist`).
@@ -23,11 +24,15 @@ from typing import BinaryIO, Final
 import aiohttp
 import structlog
 
-from protocol.codec import MessageError, decode
-from protocol.listsign import ListVerifier, SignatureInvalid, unseal
-from protocol.messages import DeltaPage, Signed
 from validator.config import SyncSection
-from validator.depot_client import DepotClient, DepotError, DepotRefused, DepotUnavailable
+from validator.depot_client import (
+    MSGPACK,
+    BadAnswer,
+    DepotClient,
+    DepotError,
+    DepotRefused,
+    DepotUnavailable,
+)
 from validator.periodic import Backoff, sleep_or_wake
 from validator.risklist import SNAPSHOT_NAME, ListUpdateError, RiskList
 
@@ -52,14 +57,12 @@ class ListSync:
         *,
         client: DepotClient,
         risk_list: RiskList,
-        verifier: ListVerifier,
         data_dir: Path,
         config: SyncSection,
         read_timeout_s: float = 30.0,
     ) -> None:
         self._client = client
         self._list = risk_list
-        self._verifier = verifier
         self._snapshot = data_dir / SNAPSHOT_NAME
         self._part = data_dir / (SNAPSHOT_NAME + PART_SUFFIX)
         self._config = config
@@ -77,8 +80,7 @@ class ListSync:
                 await self.sync_once()
             except DepotError as err:
                 self.problem = str(err)
-                retry_after = err.retry_after if isinstance(err, DepotUnavailable) else None
-                await sleep_or_wake(self.wake, backoff.next_delay(retry_after))
+                await sleep_or_wake(self.wake, backoff.next_delay(err.retry_after))
                 continue
             except ListUpdateError as err:
                 self._refused(err)
@@ -101,13 +103,20 @@ class ListSync:
     # -- deltas --------------------------------------------------------------------------
 
     async def fetch_deltas(self) -> None:
-        """Apply delta pages until the depot has no more; a 410 takes a snapshot first."""
+        """Apply delta pages until the depot has no more; a 410 takes a snapshot first.
+
+        Each poll names the list's version as ``If-None-Match: "v<version>"``:
+        a depot at that very version answers 304 with no page to build, sign
+        or check, and the list is marked current as an empty last page would.
+        """
         took_snapshot = False
         for _ in range(MAX_PAGES_PER_SYNC):
             since = self._list.version
+            path = f"/v1/risklist/delta?since={since}"
+            etag = delta_etag(since)
             try:
-                envelope = await self._client.call(
-                    "GET", f"/v1/risklist/delta?since={since}", None, Signed
+                reply = await self._client.request(
+                    "GET", path, headers={"Accept": MSGPACK, "If-None-Match": etag}
                 )
             except DepotRefused as err:
                 if err.status != 410:
@@ -124,24 +133,24 @@ class ListSync:
                 await self.fetch_snapshot(replace=reset)
                 took_snapshot = True
                 continue
-            page = self._open_page(envelope)
-            if page.since != since:
-                raise ListUpdateError(f"asked for changes since {since}, got since {page.since}")
-            await self._list.apply_delta(page)
+            if reply.status == 304:
+                if not _same_etag(reply.headers.get("ETag"), etag):
+                    raise BadAnswer(
+                        f"{path}: 304 with ETag {reply.headers.get('ETag')!r}, asked for {etag}"
+                    )
+                log.debug("risk_list_up_to_date", list_version=since)
+                await self._list.mark_fresh()
+                return
+            if reply.status != 200:
+                raise BadAnswer(f"{path}: HTTP {reply.status}, expected a page or 304")
+            # Decoded, checked and applied in the list's worker thread, off the event loop.
+            page = await self._list.apply_signed_delta(reply.body)
             if not page.more:
                 await self._list.mark_fresh()
                 return
             if page.until == since:
                 raise ListUpdateError(f"delta page since {since} says 'more' but moves nothing")
         self.wake.set()  # a huge backlog of pages: carry on in the next round at once
-
-    def _open_page(self, envelope: Signed) -> DeltaPage:
-        try:
-            return decode(DeltaPage, unseal(self._verifier, envelope))
-        except SignatureInvalid as err:
-            raise ListUpdateError(f"delta refused: {err}") from err
-        except MessageError as err:
-            raise ListUpdateError(f"delta page does not decode: {err}") from err
 
     # -- snapshot ------------------------------------------------------------------------
 
@@ -208,6 +217,19 @@ class ListSync:
             await loop.run_in_executor(None, _flush, out)
         finally:
             out.close()
+
+
+def delta_etag(version: int) -> str:
+    """The entity tag of the delta page that ends at ``version``: ``"v<version>"``."""
+    return f'"v{version}"'
+
+
+def _same_etag(header: str | None, etag: str) -> bool:
+    """Whether an ``ETag`` header names ``etag`` (a weak form, as a proxy may give it, too)."""
+    if header is None:
+        return False
+    tag = header.strip()
+    return tag.removeprefix("W/") == etag
 
 
 def _flush(out: BinaryIO) -> None:

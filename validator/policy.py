@@ -22,7 +22,7 @@ from protocol.listsign import ListVerifier, SignatureInvalid, unseal
 from protocol.messages import Policy, Signed
 from validator.config import SyncSection
 from validator.decide import DEFAULT_POLICY
-from validator.depot_client import DepotClient, DepotError, DepotUnavailable
+from validator.depot_client import DepotClient, DepotError
 from validator.periodic import Backoff, sleep_or_wake
 
 log = structlog.get_logger(__name__)
@@ -133,8 +133,7 @@ class PolicyStore:
                 await self.refresh(client)
             except DepotError as err:
                 self.problem = str(err)
-                retry_after = err.retry_after if isinstance(err, DepotUnavailable) else None
-                await sleep_or_wake(self.wake, backoff.next_delay(retry_after))
+                await sleep_or_wake(self.wake, backoff.next_delay(err.retry_after))
                 continue
             except PolicyRefused as err:
                 self._refused("policy_refused", str(err))

@@ -1,17 +1,31 @@
 """The local risk list: the memory-mapped snapshot plus an overlay of the deltas since.
 
 Lookups are plain synchronous calls on the event loop and never wait on an
-update. Updates do their slow work (verifying a downloaded snapshot, writing
-the overlay to disk) in a worker thread and then swap the result in with a
-single assignment on the loop, so a lookup sees the list before or after an
-update, never half of one. A delta page is applied whole or not at all.
+update. Updates do their slow work (verifying a downloaded snapshot, decoding
+and verifying a delta page, writing the overlay to disk) in a worker thread
+and then swap the result in with a single assignment on the loop, so a lookup
+sees the list before or after an update, never half of one. A delta page is
+applied whole or not at all.
 
 On disk, in the data directory:
 
 * ``risklist.snapshot``: the last snapshot, verified (signature and body
   hash) before it replaced the previous one;
 * ``risklist.db``: SQLite holding the overlay (one row per key changed since
-  the snapshot), the list version and when the list was last known current.
+  the snapshot), the list version, when the list was last known current, and
+  the identity of the snapshot file as it was when last verified whole
+  (:mod:`validator.listfile`).
+
+At start a snapshot whose identity is unchanged opens with its header checked
+only (milliseconds, whatever its size); any other is verified whole before
+it serves, and dropped if it fails. :meth:`RiskList.verify_kept` then checks
+the body of a list opened on its identity alone, in the worker thread, while
+lookups go on.
+
+Overlay values are plain tuples of scalars (:data:`Change`), not
+:class:`~protocol.messages.ListChange` objects: the garbage collector stops
+tracking such tuples, so a 100k-change overlay adds nothing to its
+collections, which otherwise stall the event loop while a big delta applies.
 """
 
 from __future__ import annotations
@@ -29,16 +43,26 @@ from typing import Final, TypeVar
 
 import structlog
 
-from protocol.listsign import ListVerifier
-from protocol.messages import DeltaPage, ListChange
+from protocol.codec import MessageError, decode
+from protocol.listsign import ListVerifier, SignatureInvalid, unseal
+from protocol.messages import DeltaPage, ListChange, Signed
 from protocol.risk import Groups, HealthStatus, ListEntry
 from protocol.snapshot import Snapshot, SnapshotError
+from validator.listfile import FileIdentity, file_identity
 
 log = structlog.get_logger(__name__)
 
 SNAPSHOT_NAME: Final = "risklist.snapshot"
 OVERLAY_NAME: Final = "risklist.db"
 T = TypeVar("T")
+
+#: One changed key in the overlay: ``(version, removed, status, expiry_day, tckn_last3,
+#: groups)``, the status and groups as plain ints (the same order as the ``overlay`` table).
+Change = tuple[int, bool, int, int | None, str | None, int]
+
+# Lookup tables: plain ints in the overlay, the enums a ListEntry holds.
+_STATUS_OF: Final = tuple(HealthStatus)
+_GROUPS_OF: Final = tuple(Groups(value) for value in range(256))
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS overlay (
@@ -51,6 +75,14 @@ CREATE TABLE IF NOT EXISTS overlay (
     groups INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER);
+CREATE TABLE IF NOT EXISTS snapshot_file (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    body_sha256 BLOB NOT NULL
+);
 """
 
 
@@ -65,12 +97,20 @@ class ListStorageError(ListUpdateError):
     """The list's files could not be written or read (a full or failing disk)."""
 
 
+class SnapshotChanged(ListUpdateError):
+    """The kept snapshot file changed while it was being opened or checked."""
+
+
+class OverlayDamaged(ListUpdateError):
+    """A row of the overlay database holds a value no change can have."""
+
+
 @dataclass(frozen=True, slots=True)
 class _View:
     """Everything a lookup reads, swapped as one."""
 
     snapshot: Snapshot | None
-    overlay: dict[bytes, ListChange]
+    overlay: dict[bytes, Change]
     version: int
     fresh_ms: int | None
 
@@ -80,16 +120,55 @@ def _no_list() -> _View:
     return _View(None, {}, 0, None)
 
 
-def _entry_of(change: ListChange) -> ListEntry | None:
-    if change.removed:
-        return None
-    return ListEntry(
-        key=change.key,
-        status=change.status,
-        expiry_day=change.expiry_day,
-        tckn_last3=change.tckn_last3,
-        groups=change.groups,
+def _change_of(change: ListChange) -> Change:
+    return (
+        change.version,
+        change.removed,
+        int(change.status),
+        change.expiry_day,
+        change.tckn_last3,
+        int(change.groups),
     )
+
+
+def _change_from_row(row: tuple[bytes, int, int, int, int | None, str | None, int]) -> Change:
+    """An overlay row as kept on disk, checked: a damaged value must not reach a lookup."""
+    _key, version, removed, status, expiry_day, tckn_last3, groups = row
+    if not 0 <= status < len(_STATUS_OF) or not 0 <= groups < len(_GROUPS_OF):
+        raise OverlayDamaged(f"overlay row for key {_key.hex()}: status {status}, groups {groups}")
+    return (version, bool(removed), status, expiry_day, tckn_last3, groups)
+
+
+def open_delta_page(verifier: ListVerifier, wire: bytes) -> DeltaPage:
+    """A delta page as the depot sent it (a signed envelope), checked and decoded.
+
+    Raises :class:`ListUpdateError` for a page that does not decode or whose
+    signature fails.
+    """
+    try:
+        return decode(DeltaPage, unseal(verifier, decode(Signed, wire)))
+    except SignatureInvalid as err:
+        raise ListUpdateError(f"delta refused: {err}") from err
+    except MessageError as err:
+        raise ListUpdateError(f"delta page does not decode: {err}") from err
+
+
+def _checked_changes(page: DeltaPage, version: int) -> dict[bytes, Change]:
+    """The page's changes by key (the latest of each key wins), once the page fits the list."""
+    if page.since != version:
+        raise ListUpdateError(f"delta starts after version {page.since}, the list is at {version}")
+    if page.until < page.since:
+        raise ListUpdateError(f"delta ends ({page.until}) before it starts ({page.since})")
+    for change in page.changes:
+        if not page.since < change.version <= page.until:
+            raise ListUpdateError(
+                f"change version {change.version} outside ({page.since}, {page.until}]"
+            )
+    # Later changes to the same key win, whatever order the page lists them in.
+    changes: dict[bytes, Change] = {}
+    for change in sorted(page.changes, key=lambda c: c.version):
+        changes[change.key] = _change_of(change)
+    return changes
 
 
 class RiskList:
@@ -103,25 +182,50 @@ class RiskList:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="risklist")
         self._db: sqlite3.Connection | None = None
         self._updating = asyncio.Lock()
+        #: Whether the snapshot in use was opened on its file identity alone (body unchecked).
+        self._body_unchecked = False
         #: Why the list's files cannot be used, while they cannot.
         self.storage_error: str | None = None
+        #: Why the list kept on disk was refused, until a new snapshot is installed.
+        self.damage: str | None = None
+        #: Whole-body checks of a snapshot file made so far (start, install, kept-list check).
+        self.body_checks = 0
 
     @property
     def snapshot_path(self) -> Path:
         """Where the verified snapshot lives."""
         return self._dir / SNAPSHOT_NAME
 
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with the list's storage or the list kept on disk, if anything."""
+        return self.storage_error or self.damage
+
     # -- lookups (event loop, never blocking on updates) ---------------------------------
 
     def lookup(self, key: bytes) -> ListEntry | None:
-        """The entry for an 8-byte key, or ``None`` when the list does not hold it."""
+        """The entry for an 8-byte key, or ``None`` when the list does not hold it.
+
+        A snapshot record found malformed is never answered from: the key is
+        treated as unknown (the gate then asks the depot) and the list's
+        :attr:`damage` says why.
+        """
         view = self._view
         change = view.overlay.get(key)
         if change is not None:
-            return _entry_of(change)
+            if change[1]:
+                return None
+            return ListEntry(
+                key, _STATUS_OF[change[2]], change[3], change[4], _GROUPS_OF[change[5]]
+            )
         if view.snapshot is None:
             return None
-        return view.snapshot.lookup(key)
+        try:
+            return view.snapshot.lookup(key)
+        except SnapshotError as err:
+            self.damage = f"risk list record malformed: {err}"
+            log.critical("risk_list_record_malformed", error=str(err), key=key.hex())
+            return None
 
     @property
     def version(self) -> int:
@@ -181,50 +285,131 @@ class RiskList:
             (name, value),
         )
 
+    def _recorded_identity(self) -> FileIdentity | None:
+        row = (
+            self._conn()
+            .execute("SELECT size, mtime_ns, ctime_ns, inode, body_sha256 FROM snapshot_file")
+            .fetchone()
+        )
+        return None if row is None else FileIdentity(*row)
+
+    def _record_identity(self, identity: FileIdentity | None) -> None:
+        """Remember (``None``: forget) the verified file's identity; call within a transaction."""
+        db = self._conn()
+        db.execute("DELETE FROM snapshot_file")
+        if identity is not None:
+            db.execute(
+                "INSERT INTO snapshot_file (one, size, mtime_ns, ctime_ns, inode, body_sha256)"
+                " VALUES (1, ?, ?, ?, ?, ?)",
+                (
+                    identity.size,
+                    identity.mtime_ns,
+                    identity.ctime_ns,
+                    identity.inode,
+                    identity.body_sha256,
+                ),
+            )
+
+    def _forget_everything(self) -> None:
+        """Drop the overlay, the version, the freshness and the file's identity."""
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM overlay")
+        db.execute("DELETE FROM meta")
+        self._record_identity(None)
+        db.execute("COMMIT")
+
+    def _open_verified(self, path: Path) -> tuple[Snapshot, FileIdentity]:
+        """Open ``path`` with its whole body checked; the identity it was checked under."""
+        before = file_identity(path)
+        self.body_checks += 1
+        snapshot = Snapshot.open(path, self._verifier, verify_body=True)
+        try:
+            changed = file_identity(path) != before
+        except BaseException:
+            snapshot.close()
+            raise
+        if changed:
+            snapshot.close()
+            raise SnapshotChanged(f"{path.name} changed while it was being verified")
+        return snapshot, before
+
+    def _open_kept(self, path: Path) -> tuple[Snapshot, bool]:
+        """Open the kept snapshot: header only if its identity is as recorded, else whole.
+
+        Returns the snapshot and whether its body was checked. Raises
+        :class:`SnapshotError`, :class:`SnapshotChanged` or ``OSError`` for a
+        file that must not be used.
+        """
+        recorded = self._recorded_identity()
+        identity = file_identity(path)
+        if identity == recorded:
+            snapshot = Snapshot.open(path, self._verifier, verify_body=False)
+            if file_identity(path) == identity:
+                return snapshot, False
+            snapshot.close()
+        snapshot, verified_as = self._open_verified(path)
+        if verified_as != recorded:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            self._record_identity(verified_as)
+            db.execute("COMMIT")
+        return snapshot, True
+
     # -- loading -------------------------------------------------------------------------
 
     async def load(self) -> None:
         """Open the list kept on disk, if any (a bad file is dropped, never used).
 
-        A disk that cannot be read leaves the validator without a list (every
-        credential goes online) rather than without a validator.
+        A kept snapshot whose file identity is the one recorded when it was
+        last verified opens with its header checked only; any other is
+        verified whole first. A disk that cannot be read leaves the validator
+        without a list (every credential goes online) rather than without a
+        validator.
         """
         async with self._updating:
             try:
-                view = await self._in_worker(self._load)
+                view, body_checked = await self._in_worker(self._load)
             except ListStorageError as err:
                 self.storage_error = str(err)
                 log.critical("risk_list_storage_failed", error=str(err))
                 return
             self.storage_error = None
+            self._body_unchecked = view.snapshot is not None and not body_checked
             self._swap(view)
         log.info(
             "risk_list_loaded",
             list_version=view.version,
             snapshot_version=self.snapshot_version,
             overlay=len(view.overlay),
+            body_checked=body_checked,
         )
 
-    def _load(self) -> _View:
-        db = self._conn()
-        snapshot: Snapshot | None = None
+    def _load(self) -> tuple[_View, bool]:
+        """The view of the kept list and whether its body was checked; no list if it fails."""
+        self._conn()
         path = self.snapshot_path
-        problem: str | None = None
-        if path.exists():
-            try:
-                snapshot = Snapshot.open(path, self._verifier, verify_body=True)
-            except (SnapshotError, OSError) as err:
-                problem = str(err)
-            if problem is not None:
-                log.error("risk_list_snapshot_unusable", error=problem, path=str(path))
-                path.unlink(missing_ok=True)
-        if snapshot is None:
-            # Without the snapshot under it the overlay means nothing: start over.
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM overlay")
-            db.execute("DELETE FROM meta")
-            db.execute("COMMIT")
-            return _no_list()
+        if not path.exists():
+            self._forget_everything()
+            return _no_list(), False
+        snapshot: Snapshot | None = None
+        try:
+            snapshot, body_checked = self._open_kept(path)
+            return self._view_over(snapshot), body_checked
+        except (SnapshotError, SnapshotChanged, OverlayDamaged, OSError) as err:
+            problem = str(err)
+            if snapshot is not None:
+                snapshot.close()
+        self.damage = f"kept risk list refused: {problem}"
+        log.error("risk_list_snapshot_unusable", error=problem, path=str(path))
+        path.unlink(missing_ok=True)
+        # Without the snapshot under it the overlay means nothing: start over.
+        self._forget_everything()
+        return _no_list(), True
+
+    def _view_over(self, snapshot: Snapshot) -> _View:
+        """The view of ``snapshot`` with the overlay kept on disk on top."""
+        db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         # A crash between the snapshot's rename and this database's update
         # leaves changes the snapshot already holds: they must not override it.
@@ -234,15 +419,7 @@ class RiskList:
         db.execute("COMMIT")
         fresh = self._meta("fresh_ms")
         overlay = {
-            row[0]: ListChange(
-                version=row[1],
-                key=row[0],
-                removed=bool(row[2]),
-                status=HealthStatus(row[3]),
-                expiry_day=row[4],
-                tckn_last3=row[5],
-                groups=Groups(row[6]),
-            )
+            row[0]: _change_from_row(row)
             for row in db.execute(
                 "SELECT key, version, removed, status, expiry_day, tckn_last3, groups FROM overlay"
             )
@@ -255,6 +432,61 @@ class RiskList:
         self._view = view
         if old is not None and old is not view.snapshot:
             old.close()
+
+    async def verify_kept(self) -> bool:
+        """Check the whole body of a list that was opened on its file identity alone.
+
+        The identity catches any change made through the file system, not a
+        storage medium that flips bits under it; this catches those, in the
+        worker thread while lookups go on. A list that fails is dropped (no
+        list: every credential goes online) and :attr:`damage` says why.
+        Returns ``False`` when it dropped the list, else ``True`` (also when
+        there was nothing to check).
+        """
+        async with self._updating:
+            snapshot = self._view.snapshot
+            if snapshot is None or not self._body_unchecked:
+                return True
+            try:
+                await self._in_worker(lambda: self._check_body(snapshot))
+            except ListStorageError as err:
+                # Not the list's fault: it stays, and is checked whole at the next start.
+                self.storage_error = str(err)
+                log.warning("risk_list_body_check_failed", error=str(err))
+                return True
+            except (SnapshotError, SnapshotChanged) as err:
+                problem = str(err)
+            else:
+                self._body_unchecked = False
+                log.info("risk_list_body_checked", snapshot_version=snapshot.list_version)
+                return True
+            self.damage = f"kept risk list refused: {problem}"
+            log.critical("risk_list_snapshot_damaged", error=problem, path=str(snapshot.path))
+            self._swap(_no_list())
+            self._body_unchecked = False
+            await self._drop_files()
+            return False
+
+    def _check_body(self, snapshot: Snapshot) -> None:
+        """Verify the file under ``snapshot`` whole, through a mapping of its own."""
+        checked, identity = self._open_verified(snapshot.path)
+        checked.close()
+        # The file checked must be the one mapped at start, not one put in its place since.
+        if identity != self._recorded_identity():
+            raise SnapshotChanged(f"{snapshot.path.name} changed since the list was opened")
+
+    async def _drop_files(self) -> None:
+        """Delete the kept snapshot and forget its overlay, once it is out of use."""
+
+        def drop() -> None:
+            self.snapshot_path.unlink(missing_ok=True)
+            self._forget_everything()
+
+        try:
+            await self._in_worker(drop)
+        except ListStorageError as err:
+            self.storage_error = str(err)
+            log.critical("risk_list_storage_failed", error=str(err))
 
     # -- snapshot ------------------------------------------------------------------------
 
@@ -272,6 +504,8 @@ class RiskList:
             if view is None:
                 return False
             self._swap(view)
+            self._body_unchecked = False
+            self.damage = None
         log.info(
             "risk_list_snapshot_installed",
             list_version=view.version,
@@ -283,6 +517,7 @@ class RiskList:
     def _install(self, downloaded: Path, *, replace: bool) -> _View | None:
         current = self._view
         try:
+            self.body_checks += 1
             snapshot = Snapshot.open(downloaded, self._verifier, verify_body=True)
         except (SnapshotError, OSError) as err:
             downloaded.unlink(missing_ok=True)
@@ -314,6 +549,9 @@ class RiskList:
             return None
         os.replace(downloaded, self.snapshot_path)
         _fsync_dir(self._dir)
+        # Taken after the rename, which sets the inode change time. A crash before
+        # the commit below leaves the old identity: the next start checks the file whole.
+        identity = file_identity(self.snapshot_path)
         version = max(current.version, snapshot.list_version)
         fresh_ms = max(current.fresh_ms or 0, snapshot.created_ms)
         db = self._conn()
@@ -321,9 +559,10 @@ class RiskList:
         db.execute("DELETE FROM overlay WHERE version <= ?", (snapshot.list_version,))
         self._set_meta("version", version)
         self._set_meta("fresh_ms", fresh_ms)
+        self._record_identity(identity)
         db.execute("COMMIT")
         # Only the sync agent changes the overlay, and it is waiting on this.
-        overlay = {k: c for k, c in current.overlay.items() if c.version > snapshot.list_version}
+        overlay = {k: c for k, c in current.overlay.items() if c[0] > snapshot.list_version}
         return _View(snapshot, overlay, version, fresh_ms)
 
     # -- deltas --------------------------------------------------------------------------
@@ -334,26 +573,32 @@ class RiskList:
         Raises :class:`ListUpdateError` for a page that does not follow on
         from this list, or whose changes lie outside its range.
         """
+        await self._apply(lambda: page)
+
+    async def apply_signed_delta(self, wire: bytes) -> DeltaPage:
+        """Open a delta page as the depot sent it and apply it, whole; the page.
+
+        Decoding and checking the signature happen in the worker thread with
+        the disk write, not on the event loop. Raises :class:`ListUpdateError`
+        for a page that does not decode, whose signature fails, that does not
+        follow on from this list or whose changes lie outside its range.
+        """
+        return await self._apply(lambda: open_delta_page(self._verifier, wire))
+
+    async def _apply(self, open_page: Callable[[], DeltaPage]) -> DeltaPage:
         async with self._updating:
             current = self._view
             if current.snapshot is None:
                 raise ListUpdateError("no snapshot to apply changes to")
-            if page.since != current.version:
-                raise ListUpdateError(
-                    f"delta starts after version {page.since}, the list is at {current.version}"
-                )
-            if page.until < page.since:
-                raise ListUpdateError(f"delta ends ({page.until}) before it starts ({page.since})")
-            for change in page.changes:
-                if not page.since < change.version <= page.until:
-                    raise ListUpdateError(
-                        f"change version {change.version} outside ({page.since}, {page.until}]"
-                    )
-            # Later changes to the same key win, whatever order the page lists them in.
-            changes: dict[bytes, ListChange] = {}
-            for change in sorted(page.changes, key=lambda c: c.version):
-                changes[change.key] = change
-            await self._in_worker(lambda: self._persist(changes, page.until))
+
+            def work() -> tuple[DeltaPage, dict[bytes, Change]]:
+                page = open_page()
+                changes = _checked_changes(page, current.version)
+                if changes or page.until != current.version:
+                    self._persist(changes, page.until)
+                return page, changes
+
+            page, changes = await self._in_worker(work)
             # One C-level update between two awaits: lookups see all of the page or none.
             overlay = current.overlay
             overlay.update(changes)
@@ -365,8 +610,9 @@ class RiskList:
                 until=page.until,
                 changes=len(page.changes),
             )
+        return page
 
-    def _persist(self, changes: dict[bytes, ListChange], version: int) -> None:
+    def _persist(self, changes: dict[bytes, Change], version: int) -> None:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -376,18 +622,7 @@ class RiskList:
                 " version = excluded.version, removed = excluded.removed,"
                 " status = excluded.status, expiry_day = excluded.expiry_day,"
                 " tckn_last3 = excluded.tckn_last3, groups = excluded.groups",
-                [
-                    (
-                        c.key,
-                        c.version,
-                        int(c.removed),
-                        int(c.status),
-                        c.expiry_day,
-                        c.tckn_last3,
-                        int(c.groups),
-                    )
-                    for c in changes.values()
-                ],
+                [(key, *change) for key, change in changes.items()],
             )
             self._set_meta("version", version)
             db.execute("COMMIT")

@@ -21,7 +21,7 @@ import structlog
 
 from protocol.messages import PROTOCOL_VERSION, TapAck, TapBatch
 from validator.config import UploadSection
-from validator.depot_client import DepotClient, DepotError, DepotUnavailable
+from validator.depot_client import DepotClient, DepotError
 from validator.periodic import Backoff, sleep_or_wake
 from validator.queue import TapQueue
 
@@ -91,8 +91,7 @@ class Uploader:
                 await self.send_batch()
             except DepotError as err:
                 self.problem = str(err)
-                retry_after = err.retry_after if isinstance(err, DepotUnavailable) else None
-                delay = backoff.next_delay(retry_after)
+                delay = backoff.next_delay(err.retry_after)
                 self._log.warning(
                     "tap_upload_failed",
                     error=str(err),

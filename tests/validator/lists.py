@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from protocol.messages import (
     Signed,
 )
 from protocol.risk import Groups, HealthStatus, ListEntry
-from protocol.snapshot import write_snapshot
+from protocol.snapshot import HEADER_SIZE, write_snapshot
+from validator.listfile import file_identity
+from validator.risklist import OVERLAY_NAME, SNAPSHOT_NAME
 
 LIST_KEY = bytes(range(32))
 SECRET = bytes(range(100, 132))
@@ -100,3 +104,48 @@ def sealed_policy(
         max_list_age_s=max_age_s,
     )
     return seal(signer, encode(policy))
+
+
+def status_offset(keys: list[bytes], key: bytes) -> int:
+    """Where ``key``'s status byte lies in a snapshot of ``keys`` (records sorted by key)."""
+    index = sorted(keys).index(key)
+    return HEADER_SIZE + 8 * len(keys) + 8 * index + 4
+
+
+def rewrite_byte(path: Path, offset: int, value: int, *, keep_times: bool) -> None:
+    """Change one byte in place (same inode, same size), optionally putting the times back."""
+    before = path.stat()
+    # Some file systems' clocks tick only every few ms: let one pass since the
+    # file was written, as it would between two runs of a bus.
+    time.sleep(0.02)
+    with path.open("r+b") as file:
+        file.seek(offset)
+        file.write(bytes([value]))
+    if keep_times:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    if keep_times:
+        assert after.st_mtime_ns == before.st_mtime_ns
+    # What gives the change away: no program without root can set the change time.
+    assert after.st_ctime_ns != before.st_ctime_ns
+
+
+def pretend_identity_unchanged(data: Path) -> None:
+    """Record the file's present identity as the verified one, as if a medium flipped bits
+    under the file system without it noticing (nothing a program can do without root)."""
+    identity = file_identity(data / SNAPSHOT_NAME)
+    db = sqlite3.connect(data / OVERLAY_NAME)
+    with db:
+        db.execute(
+            "UPDATE snapshot_file SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ?,"
+            " body_sha256 = ?",
+            (
+                identity.size,
+                identity.mtime_ns,
+                identity.ctime_ns,
+                identity.inode,
+                identity.body_sha256,
+            ),
+        )
+    db.close()

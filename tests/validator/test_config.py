@@ -17,6 +17,7 @@ def test_example_config_loads_with_documented_defaults() -> None:
     assert config.scanner.port == "/dev/hes-scanner"
     assert config.scanner.terminator_bytes == b"\r"
     assert config.depot.online_budget_ms == 300
+    assert config.depot.online_reserve_ms == 10
     assert config.screen.idle_s == 20.0
     assert config.storage.data_dir == Path("/var/lib/hes-validator")
     assert len(config.device.secret_bytes) == 32
@@ -42,6 +43,8 @@ def test_environment_overrides_the_file() -> None:
         ({"HESGATE_DEVICE__LIST_KEY": "00" * 31}, "device"),
         ({"HESGATE_DEPOT__URL": "ftp://x"}, "depot"),
         ({"HESGATE_DEPOT__ONLINE_BUDGET_MS": "fast"}, "depot.online_budget_ms"),
+        ({"HESGATE_DEPOT__ONLINE_RESERVE_MS": "151"}, "depot"),
+        ({"HESGATE_DEPOT__ONLINE_RESERVE_MS": "-1"}, "depot"),
         ({"HESGATE_SCANNER__MAX_FRAME_BYTES": "4"}, "scanner"),
         ({"HESGATE_UPLOAD__BATCH_SIZE": "6000"}, "upload"),
         ({"HESGATE_LOG__LEVEL": "loud"}, "log.level"),

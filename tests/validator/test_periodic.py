@@ -4,7 +4,13 @@ import asyncio
 import email.utils
 import random
 
-from validator.depot_client import retry_after_s
+from validator.depot_client import (
+    BadAnswer,
+    DepotError,
+    DepotRefused,
+    DepotUnavailable,
+    retry_after_s,
+)
 from validator.periodic import MAX_RETRY_AFTER_S, Backoff, sleep_or_wake
 
 
@@ -26,6 +32,19 @@ def test_retry_after_is_honoured_but_bounded() -> None:
     # "Retry-After: 0" is no licence to spin: the backoff still applies.
     assert 2.0 <= backoff.next_delay(0.0) <= 4.0
     assert backoff.failures == 3
+
+
+def test_every_depot_error_tells_the_backoff_how_long_the_depot_asked_to_wait() -> None:
+    errors: list[DepotError] = [
+        DepotUnavailable("HTTP 503", retry_after=90.0),
+        DepotUnavailable("no answer"),
+        DepotRefused(401, "unknown device"),
+        BadAnswer("does not decode"),
+    ]
+    assert [err.retry_after for err in errors] == [90.0, None, None, None]
+    delays = [Backoff(1.0, 60.0).next_delay(err.retry_after) for err in errors]
+    assert delays[0] == 90.0
+    assert all(0.5 <= delay <= 1.0 for delay in delays[1:])
 
 
 def test_retry_after_header_forms() -> None:

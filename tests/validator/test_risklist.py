@@ -1,14 +1,27 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from protocol.listsign import ListSigner
+from protocol.codec import encode
+from protocol.listsign import ListSigner, seal
+from protocol.messages import Signed
 from protocol.risk import HealthStatus
-from tests.validator.lists import change, delta_page, entry, hes_key, snapshot_file
+from tests.validator.lists import (
+    change,
+    delta_page,
+    entry,
+    hes_key,
+    pretend_identity_unchanged,
+    rewrite_byte,
+    snapshot_file,
+    status_offset,
+)
 from validator.risklist import OVERLAY_NAME, SNAPSHOT_NAME, ListUpdateError, RiskList
 
 A, B, C, D = (hes_key(c) for c in ("AAAA000001", "BBBB000002", "CCCC000003", "DDDD000004"))
@@ -237,3 +250,179 @@ async def test_depot_reset_replaces_a_newer_list(tmp_path: Path, signer: ListSig
     again = await opened(tmp_path, signer)
     assert (again.version, again.lookup(B), again.lookup(D)) == (8, None, entry(D))
     await again.close()
+
+
+# -- the kept list at start ------------------------------------------------------------------
+
+
+async def test_a_kept_untouched_list_opens_without_a_body_check(
+    tmp_path: Path, signer: ListSigner
+) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(
+        snapshot_file(tmp_path / "dl", [entry(A), entry(B)], signer, version=5)
+    )
+    assert rl.body_checks == 1  # the download, verified whole before it was installed
+    await rl.apply_delta(delta_page(5, 6, [change(6, entry(C, HealthStatus.RISKY))]))
+    await rl.close()
+    with capture_logs() as logs:
+        again = await opened(tmp_path, signer)
+    assert again.body_checks == 0
+    loaded = [e for e in logs if e["event"] == "risk_list_loaded"]
+    assert [e["body_checked"] for e in loaded] == [False]
+    assert (again.lookup(A), again.lookup(C)) == (entry(A), entry(C, HealthStatus.RISKY))
+    assert again.version == 6
+    assert again.problem is None
+    # The check after start then reads the body once, and only once.
+    assert await again.verify_kept()
+    assert await again.verify_kept()
+    assert again.body_checks == 1
+    assert again.lookup(B) == entry(B)
+    await again.close()
+
+
+async def test_a_list_put_there_by_hand_is_checked_whole_once(
+    tmp_path: Path, signer: ListSigner
+) -> None:
+    snapshot_file(tmp_path / SNAPSHOT_NAME, [entry(A)], signer, version=3)
+    first = await opened(tmp_path, signer)
+    assert (first.body_checks, first.lookup(A)) == (1, entry(A))
+    assert await first.verify_kept()
+    assert first.body_checks == 1  # checked at start already: nothing left to check
+    await first.close()
+    second = await opened(tmp_path, signer)
+    assert (second.body_checks, second.lookup(A)) == (0, entry(A))
+    await second.close()
+
+
+@pytest.mark.parametrize("keep_times", [False, True], ids=["mtime-changed", "mtime-restored"])
+async def test_a_body_byte_changed_on_disk_is_refused_at_start(
+    tmp_path: Path, signer: ListSigner, keep_times: bool
+) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    await rl.apply_delta(delta_page(5, 6, [change(6, entry(B))]))
+    await rl.close()
+    # A still well-formed record: RISKLESS turned RISKY, the kind of change that matters.
+    path = tmp_path / SNAPSHOT_NAME
+    rewrite_byte(path, status_offset([A], A), int(HealthStatus.RISKY), keep_times=keep_times)
+    # Same size, same inode, even the same mtime: the inode change time still moved.
+    again = await opened(tmp_path, signer)
+    assert again.body_checks == 1
+    assert (again.has_list, again.version) == (False, 0)
+    assert again.lookup(A) is None  # never answered from the damaged list...
+    assert again.lookup(B) is None  # ...nor from the overlay that sat on it
+    assert again.problem is not None
+    assert "bad_body_hash" in again.problem
+    assert not path.exists()
+    await again.close()
+
+
+async def test_bits_flipped_under_the_file_system_are_caught_after_start(
+    tmp_path: Path, signer: ListSigner
+) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(
+        snapshot_file(tmp_path / "dl", [entry(A), entry(B)], signer, version=5)
+    )
+    await rl.close()
+    # Record 0's status becomes a value no status has, and the identity stays as recorded.
+    path = tmp_path / SNAPSHOT_NAME
+    rewrite_byte(path, status_offset([A, B], A), 0x7F, keep_times=True)
+    pretend_identity_unchanged(tmp_path)
+    again = await opened(tmp_path, signer)
+    assert (again.body_checks, again.has_list) == (0, True)
+    # A lookup that meets the malformed record does not answer from it.
+    assert again.lookup(A) is None
+    assert again.problem is not None
+    assert "malformed" in again.problem
+    # The check after start finds the body wrong and drops the whole list.
+    assert not await again.verify_kept()
+    assert (again.has_list, again.version, again.lookup(B)) == (False, 0, None)
+    assert again.problem is not None
+    assert "bad_body_hash" in again.problem
+    assert not path.exists()
+    await again.close()
+    # Nothing of it comes back at the next start.
+    third = await opened(tmp_path, signer)
+    assert (third.has_list, third.version) == (False, 0)
+    await third.close()
+
+
+async def test_a_new_snapshot_clears_the_damage(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    await rl.close()
+    rewrite_byte(tmp_path / SNAPSHOT_NAME, status_offset([A], A), 1, keep_times=False)
+    again = await opened(tmp_path, signer)
+    assert "kept risk list refused" in (again.problem or "")
+    assert await again.install_snapshot(
+        snapshot_file(tmp_path / "dl", [entry(A)], signer, version=6)
+    )
+    assert (again.problem, again.lookup(A)) == (None, entry(A))
+    await again.close()
+
+
+# -- deltas as the depot sends them ----------------------------------------------------------
+
+
+async def test_a_signed_page_is_opened_and_applied(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    page = delta_page(5, 7, [change(6, entry(A, HealthStatus.RISKY)), change(7, entry(B))])
+    wire = encode(seal(signer, encode(page)))
+    assert await rl.apply_signed_delta(wire) == page
+    assert (rl.version, rl.lookup(A), rl.lookup(B)) == (7, entry(A, HealthStatus.RISKY), entry(B))
+    await rl.close()
+
+
+async def test_a_bad_signed_page_changes_nothing(tmp_path: Path, signer: ListSigner) -> None:
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [entry(A)], signer, version=5))
+    page = delta_page(5, 6, [change(6, entry(A, HealthStatus.RISKY))])
+    envelope = seal(signer, encode(page))
+    flipped = bytearray(envelope.body)
+    flipped[-2] ^= 0x01
+    tampered = encode(
+        Signed(v=envelope.v, key_id=envelope.key_id, body=bytes(flipped), sig=envelope.sig)
+    )
+    with pytest.raises(ListUpdateError, match="delta refused"):
+        await rl.apply_signed_delta(tampered)
+    foreign = encode(seal(ListSigner.generate("test-1"), encode(page)))
+    with pytest.raises(ListUpdateError, match="delta refused"):
+        await rl.apply_signed_delta(foreign)
+    with pytest.raises(ListUpdateError, match="does not decode"):
+        await rl.apply_signed_delta(b"\x93not a page")
+    wrong_start = encode(seal(signer, encode(delta_page(4, 6, [change(6, entry(A))]))))
+    with pytest.raises(ListUpdateError, match="starts after version 4"):
+        await rl.apply_signed_delta(wrong_start)
+    assert (rl.version, rl.lookup(A)) == (5, entry(A))
+    await rl.close()
+
+
+async def test_a_big_overlay_gives_the_garbage_collector_nothing_to_track(
+    tmp_path: Path, signer: ListSigner
+) -> None:
+    keys = [hes_key(f"G{i:09d}") for i in range(20_000)]
+    rl = await opened(tmp_path, signer)
+    await rl.install_snapshot(snapshot_file(tmp_path / "dl", [], signer, version=1))
+    pages = [
+        encode(
+            seal(signer, encode(delta_page(1, 2, [change(2, entry(k)) for k in keys[:10_000]])))
+        ),
+        encode(
+            seal(signer, encode(delta_page(2, 3, [change(3, entry(k)) for k in keys[10_000:]])))
+        ),
+    ]
+    gc.collect()
+    tracked_before = len(gc.get_objects())
+    for wire in pages:
+        await rl.apply_signed_delta(wire)
+    await asyncio.sleep(0)  # the loop lets go of the last page it handed back
+    gc.collect()
+    grown = len(gc.get_objects()) - tracked_before
+    assert rl.overlay_size == 20_000
+    # One object a changed key would be 20,000 more for every full collection to walk.
+    assert grown < 500
+    assert all(rl.lookup(k) == entry(k) for k in keys[::997])
+    await rl.close()
