@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 import structlog
+from aiohttp import log as aiohttp_log
 from aiohttp import web
 
 from depot_sync.api import operator as operator_api
@@ -17,7 +18,8 @@ from depot_sync.api import validator as validator_api
 from depot_sync.api.common import error_middleware
 from depot_sync.auth import PgDeviceSecrets, PgNonceStore, purge_nonces
 from depot_sync.check import OnlineCheck
-from depot_sync.config import DepotConfig, KeysSection
+from depot_sync.collector import tuned_collector
+from depot_sync.config import DepotConfig, KeysSection, ServerSection
 from depot_sync.crypto import FieldCipher
 from depot_sync.db.migrations import migrate, pending
 from depot_sync.db.pool import open_database
@@ -28,6 +30,7 @@ from depot_sync.jobs.runner import Job, JobRunner
 from depot_sync.metrics import DepotMetrics
 from depot_sync.policy import PolicyError, PolicySource
 from depot_sync.risklist.snapshots import SnapshotRefused, build_snapshot
+from depot_sync.risklist.watch import HEAD, SNAPSHOT, ListWatch
 from depot_sync.state import DEPOT, JOBS, Depot
 from protocol.listsign import KeyFormatError, ListSigner
 from protocol.ministry import MinistryClient
@@ -95,6 +98,7 @@ def build_depot(
             metrics=metrics,
         ),
         ingest_slots=asyncio.Semaphore(config.ingest.max_concurrent_batches),
+        watch=ListWatch(pool, config.snapshot_dir, max_age_s=config.risklist.cache_max_age_s),
     )
 
 
@@ -102,7 +106,7 @@ async def publish_snapshot(depot: Depot, *, force: bool = False) -> None:
     """Build and publish a snapshot if the list changed (the job's body)."""
     risklist = depot.config.risklist
     try:
-        await build_snapshot(
+        published = await build_snapshot(
             depot.pool,
             depot.signer,
             depot.snapshot_dir,
@@ -113,6 +117,10 @@ async def publish_snapshot(depot: Depot, *, force: bool = False) -> None:
     except SnapshotRefused:
         depot.metrics.snapshots_refused.inc()
         raise
+    if published is not None:
+        # Other processes learn it from PostgreSQL's notification; this one need not wait.
+        depot.watch.forget(SNAPSHOT)
+        depot.watch.forget(HEAD)
 
 
 async def maintain_partitions(depot: Depot) -> None:
@@ -168,6 +176,13 @@ def create_app(depot: Depot, *, run_jobs: bool = False) -> web.Application:
     app[DEPOT] = depot
     validator_api.add_routes(app)
     operator_api.add_routes(app)
+
+    async def watch(app: web.Application) -> AsyncIterator[None]:
+        depot.watch.start()
+        yield
+        await depot.watch.stop()
+
+    app.cleanup_ctx.append(watch)
     if run_jobs:
         runner = JobRunner(depot.pool, depot_jobs(depot))
         app[JOBS] = runner
@@ -213,13 +228,21 @@ async def running_depot(config: DepotConfig) -> AsyncIterator[Depot]:
         yield build_depot(config, db.pool, ministry)
 
 
+def app_runner(app: web.Application, server: ServerSection) -> web.AppRunner:
+    """The runner ``serve`` serves ``app`` with, access log on or off as ``server`` says."""
+    return web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=server.shutdown_timeout_s,
+        # None turns the access log off; aiohttp's logger goes through structlog's formatter.
+        access_log=aiohttp_log.access_logger if server.access_log else None,
+    )
+
+
 async def serve(config: DepotConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run the depot until SIGINT or SIGTERM."""
     async with running_depot(config) as depot:
-        app = create_app(depot, run_jobs=True)
-        runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=config.server.shutdown_timeout_s
-        )
+        runner = app_runner(create_app(depot, run_jobs=True), config.server)
         await runner.setup()
         try:
             site = web.TCPSite(runner, config.server.host, config.server.port)
@@ -233,9 +256,10 @@ async def serve(config: DepotConfig, *, ready: asyncio.Event | None = None) -> N
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            if ready is not None:
-                ready.set()
-            await stop.wait()
+            with tuned_collector(config.server):
+                if ready is not None:
+                    ready.set()
+                await stop.wait()
             log.info("depot stopping")
         finally:
             await runner.cleanup()

@@ -32,8 +32,9 @@ from depot_sync.credentials import (
     hes_key,
     record_checked_code,
     record_facts,
+    stored_code,
 )
-from depot_sync.crypto import DecryptionError, FieldCipher, credential_context
+from depot_sync.crypto import FieldCipher, credential_context
 from depot_sync.metrics import DepotMetrics
 from depot_sync.risklist.changes import list_head
 from protocol.credentials import CredentialKind
@@ -186,12 +187,8 @@ class OnlineCheck:
             return _Target(request.hes_code, request.key, sealed)
         if known is None or code_row is None or code_row.kind is not CredentialKind.HES_CODE:
             return None
-        try:
-            code = self._cipher.open_text(
-                code_row.value_enc, context=credential_context(code_row.key)
-            )
-        except DecryptionError:
-            log.error("stored HES code does not decrypt: wrong field key?", key=code_row.key.hex())  # noqa: TRY400
+        code = stored_code(self._cipher, code_row.key, code_row.value_enc)
+        if code is None:
             return None
         return _Target(code, code_row.key, None)
 

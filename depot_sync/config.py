@@ -25,6 +25,9 @@ CONFIG_ENV = "HESGATE_CONFIG"
 FIELD_KEY_SIZE = 32
 #: Where the numbered migrations live: inside an installed wheel, else the checkout's ``sql/``.
 DEFAULT_MIGRATIONS_DIR = default_migrations_dir()
+#: Collect generation 0 after 100,000 net allocations, not 700: a tap batch allocates thousands
+#: of objects that are freed by reference counting, never in cycles (docs/depot.md).
+DEFAULT_GC_THRESHOLDS: tuple[int, ...] = (100_000, 50, 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,12 @@ class ServerSection:
     max_body_bytes: int = MAX_BODY_BYTES
     #: Requests in flight get this long to finish on shutdown.
     shutdown_timeout_s: float = 10.0
+    #: One log line per request; a TLS front that logs them itself (nginx) makes it redundant.
+    access_log: bool = True
+    #: The cyclic garbage collector's thresholds once ``serve`` runs (``[]``: Python's own).
+    gc_thresholds: tuple[int, ...] = DEFAULT_GC_THRESHOLDS
+    #: Move every object alive once ``serve`` runs out of the collector's sight (``gc.freeze``).
+    gc_freeze: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -47,6 +56,13 @@ class ServerSection:
             raise ValueError("server.public_url: expected an http:// or https:// URL")
         if not 1024 <= self.max_body_bytes <= MAX_BODY_BYTES:
             raise ValueError(f"server.max_body_bytes: expected 1024 to {MAX_BODY_BYTES}")
+        if self.gc_thresholds and (
+            len(self.gc_thresholds) != 3 or not all(t >= 1 for t in self.gc_thresholds)
+        ):
+            raise ValueError(
+                "server.gc_thresholds: expected three positive integers (generations 0, 1, 2) "
+                "or [] for Python's own"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +169,9 @@ class RiskListSection:
     max_shrink_fraction: float = 0.1
     #: Changes per delta page.
     delta_page_size: int = 5000
+    #: The list's head and the newest snapshot row are kept in memory, dropped when PostgreSQL
+    #: notifies a change, and re-read at least this often anyway (0: read them on every request).
+    cache_max_age_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.keep_snapshots < 1:
@@ -163,6 +182,8 @@ class RiskListSection:
             raise ValueError("risklist.max_shrink_fraction: expected 0 to 1")
         if not 1 <= self.delta_page_size <= MAX_DELTA_CHANGES:
             raise ValueError(f"risklist.delta_page_size: expected 1 to {MAX_DELTA_CHANGES}")
+        if not 0 <= self.cache_max_age_s <= 3600:
+            raise ValueError("risklist.cache_max_age_s: expected 0 to 3600")
 
 
 @dataclass(frozen=True, slots=True)

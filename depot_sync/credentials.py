@@ -15,10 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import structlog
+
+from depot_sync.crypto import DecryptionError, FieldCipher, credential_context
 from depot_sync.db import Conn, Queryable
 from protocol.credentials import CredentialKind, credential_key
 from protocol.ministry import HesResult
 from protocol.risk import Groups, HealthStatus, ListEntry, expiry_day_of
+
+log = structlog.get_logger("hesgate.depot.credentials")
 
 #: The transaction-scoped advisory lock ordering risk-list writers (see sql/001_initial.sql).
 LIST_LOCK: Final = 4851001
@@ -68,6 +73,22 @@ def hes_key(list_key: bytes, code: str) -> bytes:
 def card_key(list_key: bytes, uid: str) -> bytes:
     """The risk-list key of a normalised (upper-case hex) card UID."""
     return credential_key(list_key, CredentialKind.CARD, uid)
+
+
+def stored_code(cipher: FieldCipher, key: bytes, sealed: bytes) -> str | None:
+    """The HES code sealed in the credential row of ``key``; ``None`` if it does not decrypt.
+
+    A row that does not open was sealed under a field key the depot no longer
+    has (rotated without keeping it in ``keys.previous_field_keys``), or was
+    damaged. It is logged at error level by its key (never anything of the
+    code) and the caller leaves that credential out: the depot cannot ask the
+    Ministry about a code it cannot read.
+    """
+    try:
+        return cipher.open_text(sealed, context=credential_context(key))
+    except DecryptionError:
+        log.error("stored HES code does not decrypt: wrong field key?", key=key.hex())  # noqa: TRY400
+        return None
 
 
 def groups_for_birth_year(birth_year: int, year: int) -> Groups:

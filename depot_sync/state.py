@@ -17,6 +17,7 @@ from depot_sync.fleet import LastSeen
 from depot_sync.jobs.runner import JobRunner
 from depot_sync.metrics import DepotMetrics
 from depot_sync.policy import PolicySource
+from depot_sync.risklist.watch import ListWatch
 from protocol.listsign import ListSigner
 from protocol.ministry import MinistryClient
 from protocol.signing import NonceStore
@@ -38,6 +39,8 @@ class Depot:
     last_seen: LastSeen
     checker: OnlineCheck
     ingest_slots: asyncio.Semaphore
+    #: The list's head and newest snapshot, kept in memory while changes are reported.
+    watch: ListWatch
 
     @property
     def list_key(self) -> bytes:

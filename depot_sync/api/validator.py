@@ -21,8 +21,8 @@ from depot_sync.api.common import (
 from depot_sync.check import BadCheck
 from depot_sync.fleet import record_heartbeat
 from depot_sync.ingest import ingest_batch
-from depot_sync.risklist.changes import DeltaUnavailable, delta_page, list_head, signed_page
-from depot_sync.risklist.snapshots import PublishedSnapshot, latest_snapshot
+from depot_sync.risklist.changes import DeltaUnavailable, delta_page, signed_page
+from depot_sync.risklist.snapshots import PublishedSnapshot
 from depot_sync.state import DEPOT, Depot
 from protocol import codec
 from protocol.messages import (
@@ -44,16 +44,19 @@ _MAX_VERSION: Final = 2**63 - 1
 
 
 async def _store_batch(depot: Depot, signed: SignedRequest) -> TapAck:
-    batch = decode_body(TapBatch, signed.body, max_bytes=depot.config.server.max_body_bytes)
-    if batch.device != signed.device:
-        raise ApiError(
-            403,
-            "wrong_device",
-            f"this request is signed by {signed.device}; it may not send {batch.device}'s taps",
-            field="device",
-        )
-    async with depot.ingest_slots, depot.pool.acquire() as conn:
-        result = await ingest_batch(conn, signed.device, batch.taps)
+    # Decoded only once it holds a slot: requests waiting for one keep their body's bytes,
+    # not a thousand decoded records each.
+    async with depot.ingest_slots:
+        batch = decode_body(TapBatch, signed.body, max_bytes=depot.config.server.max_body_bytes)
+        if batch.device != signed.device:
+            raise ApiError(
+                403,
+                "wrong_device",
+                f"this request is signed by {signed.device}; it may not send {batch.device}'s taps",
+                field="device",
+            )
+        async with depot.pool.acquire() as conn:
+            result = await ingest_batch(conn, signed.device, batch.taps)
     depot.metrics.taps.labels("new").inc(result.stored)
     depot.metrics.taps.labels("duplicate").inc(result.duplicates)
     return TapAck(
@@ -76,11 +79,26 @@ async def post_taps(request: web.Request, signed: SignedRequest) -> web.StreamRe
     return msgpack_response(codec.encode(ack))
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
+def _etag_tags(header: str | None) -> list[str]:
     if header is None:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+        return []
+    return [t.strip().removeprefix("W/") for t in header.split(",")]
+
+
+def _etag_listed(header: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` itself (weak or strong)."""
+    return etag in _etag_tags(header)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag``, or ``*``."""
+    tags = _etag_tags(header)
     return "*" in tags or etag in tags
+
+
+def delta_etag(version: int) -> str:
+    """The entity tag of a delta page ending at ``version``: ``"v<version>"``."""
+    return f'"v{version}"'
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -165,7 +183,7 @@ async def send_file(
 async def get_snapshot(request: web.Request, signed: SignedRequest) -> web.StreamResponse:
     """``GET /v1/risklist/snapshot``: the newest signed snapshot file."""
     depot = request.app[DEPOT]
-    snapshot: PublishedSnapshot | None = await latest_snapshot(depot.pool, depot.snapshot_dir)
+    snapshot: PublishedSnapshot | None = await depot.watch.newest_snapshot()
     if snapshot is None:
         raise ApiError(404, "no_snapshot", "no snapshot has been published yet")
     return await send_file(
@@ -192,10 +210,20 @@ def _version_param(request: web.Request, name: str, *, required: bool) -> int | 
 
 @device_signed
 async def get_delta(request: web.Request, signed: SignedRequest) -> web.StreamResponse:
-    """``GET /v1/risklist/delta?since=V[&limit=N]``: one signed page of changes after V."""
+    """``GET /v1/risklist/delta?since=V[&limit=N]``: one signed page of changes after V.
+
+    ``If-None-Match: "vV"`` while the head is V: 304, no page to build or sign.
+    """
     depot = request.app[DEPOT]
     since = _version_param(request, "since", required=True)
     assert since is not None
+    etag = delta_etag(since)
+    if _etag_listed(request.headers.get(hdrs.IF_NONE_MATCH), etag):
+        head = await depot.watch.head()
+        if head.version == since:
+            return web.Response(
+                status=304, headers={hdrs.ETAG: etag, HEADER_LIST_VERSION: str(since)}
+            )
     page_size = depot.config.risklist.delta_page_size
     limit = _version_param(request, "limit", required=False) or page_size
     limit = max(1, min(limit, page_size))
@@ -207,7 +235,8 @@ async def get_delta(request: web.Request, signed: SignedRequest) -> web.StreamRe
             410, "gone", str(err), since=err.since, horizon=err.horizon, head=err.head
         ) from err
     return msgpack_response(
-        signed_page(depot.signer, page), headers={HEADER_LIST_VERSION: str(page.until)}
+        signed_page(depot.signer, page),
+        headers={HEADER_LIST_VERSION: str(page.until), hdrs.ETAG: delta_etag(page.until)},
     )
 
 
@@ -247,8 +276,8 @@ async def post_heartbeat(request: web.Request, signed: SignedRequest) -> web.Str
     skew = await record_heartbeat(depot.pool, signed.device, beat, received)
     if abs(skew) > depot.config.auth.window_s * 1000 // 2:
         log.warning("device clock is far off", skew_ms=skew)
-    head = await list_head(depot.pool)
-    snapshot = await latest_snapshot(depot.pool, depot.snapshot_dir)
+    head = await depot.watch.head()
+    snapshot = await depot.watch.newest_snapshot()
     answer = HeartbeatAnswer(
         v=PROTOCOL_VERSION,
         server_ms=int(received.timestamp() * 1000),

@@ -26,8 +26,9 @@ from depot_sync.credentials import (
     facts_of,
     record_facts,
     refresh_groups,
+    stored_code,
 )
-from depot_sync.crypto import DecryptionError, FieldCipher, credential_context
+from depot_sync.crypto import FieldCipher
 from depot_sync.metrics import DepotMetrics
 from protocol.ministry import MinistryClient
 from protocol.risk import ISTANBUL
@@ -104,12 +105,8 @@ class Refresher:
             started = loop.time()
             codes: dict[str, bytes] = {}
             for row in rows:
-                try:
-                    code = self._cipher.open_text(
-                        row["value_enc"], context=credential_context(row["key"])
-                    )
-                except DecryptionError:
-                    log.error("stored HES code does not decrypt", key=row["key"].hex())  # noqa: TRY400
+                code = stored_code(self._cipher, row["key"], row["value_enc"])
+                if code is None:
                     skipped.append(row["key"])
                     continue
                 codes[code] = row["key"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import asyncpg
+import pytest
 
 from depot_sync.credentials import MinistryFacts, MinistryState, hes_key, record_checked_code
 from depot_sync.crypto import FieldCipher, credential_context
@@ -124,3 +126,12 @@ async def listed(pool: asyncpg.Pool) -> dict[bytes, ListEntry]:
         )
         for r in rows
     }
+
+
+async def until(predicate: Callable[[], bool], what: str, *, timeout_s: float = 10.0) -> None:
+    """Wait for ``predicate`` to hold (a notification to arrive, a task to reconnect)."""
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"gave up waiting for {what}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -81,12 +82,28 @@ async def test_serve_with_embedded_postgres(tmp_path: Path) -> None:
                 async with http.post("/v1/taps", data=body, headers=headers) as resp:
                     assert resp.status == 200
                     assert codec.decode(TapAck, await resp.read()).ack == 3
+                # Nothing listed yet: a validator at version 0 is up to date.
+                path = "/v1/risklist/delta?since=0"
+                headers = sign_request(
+                    device_id="bus-1", secret=secret, method="GET", path_qs=path, body=b""
+                )
+                async with http.get(path, headers={**headers, "If-None-Match": '"v0"'}) as resp:
+                    assert resp.status == 304
+                    assert resp.headers["ETag"] == '"v0"'
         finally:
             server.send_signal(signal.SIGTERM)
             _, logs = await asyncio.wait_for(server.communicate(), 30)
         assert server.returncode == 0
         log = logs.decode()
         assert "starting embedded PostgreSQL" in log
+        assert "listening for list changes" in log
+        lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        tuned = next(line for line in lines if line["event"] == "garbage collector set")
+        assert tuned["thresholds"] == [100_000, 50, 100]
+        assert tuned["frozen_objects"] > 0
+        # The access log is on unless [server] access_log = false.
+        access = [line["event"] for line in lines if line["logger"] == "aiohttp.access"]
+        assert any('"POST /v1/taps HTTP/1.1" 200' in event for event in access)
         assert "stopping embedded PostgreSQL" in log
         assert not (tmp_path / "data" / "pg" / "postmaster.pid").exists()
         assert secret.hex() not in log

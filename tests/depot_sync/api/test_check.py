@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from depot_sync.config import CheckSection
 from depot_sync.credentials import card_key, hes_key
+from depot_sync.crypto import FieldCipher, credential_context
 from depot_sync.registrations import import_registrations
 from depot_sync.risklist.changes import delta_page
 from protocol import codec
@@ -165,3 +169,34 @@ async def test_card_is_checked_through_its_code(make_harness: Callable[..., Any]
         assert sum(sim.stats.by_endpoint.values()) == calls
         unknown = await ask(h, secret, None, key=b"\x01" * 8, method=ReadMethod.CARD)
         assert unknown.outcome is CheckOutcome.NOT_FOUND
+
+
+async def test_card_whose_code_does_not_decrypt_is_unavailable(
+    make_harness: Callable[..., Any],
+) -> None:
+    someone = person(CODE)
+    async with (
+        simulated_ministry([someone]) as (sim, client),
+        make_harness(ministry=client, check=PATIENT) as h,
+    ):
+        secret = await h.enrol("bus-1")
+        async with h.pool.acquire() as conn:
+            await import_registrations(
+                conn,
+                h.depot.cipher,
+                h.depot.list_key,
+                f"card_uid,hes_code,tckn,birth_year\n04A224B2C61E80,{CODE},{someone.tckn},1950\n",
+            )
+        code = hes_key(h.depot.list_key, CODE)
+        await h.pool.execute(
+            "UPDATE credentials SET value_enc = $2 WHERE key = $1",
+            code,
+            FieldCipher(os.urandom(32)).seal_text(CODE, context=credential_context(code)),
+        )
+        card = card_key(h.depot.list_key, "04A224B2C61E80")
+        with capture_logs() as logs:
+            answer = await ask(h, secret, None, key=card, method=ReadMethod.CARD)
+        # Never "not found", never riskless: the validator applies its offline policy.
+        assert answer.outcome is CheckOutcome.UNAVAILABLE
+        assert sum(sim.stats.by_endpoint.values()) == 0
+        assert [e["key"] for e in logs if e["log_level"] == "error"] == [code.hex()]

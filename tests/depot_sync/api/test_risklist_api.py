@@ -1,16 +1,23 @@
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import asyncpg
+
 from depot_sync.app import publish_snapshot
 from depot_sync.config import PolicySection, RiskListSection
+from depot_sync.crypto import FieldCipher
+from depot_sync.risklist.snapshots import build_snapshot
 from protocol import codec
-from protocol.listsign import unseal
+from protocol.listsign import ListSigner, unseal
 from protocol.messages import (
     PROTOCOL_VERSION,
     Behaviour,
@@ -23,7 +30,8 @@ from protocol.messages import (
 from protocol.risk import Groups
 from protocol.snapshot import Snapshot
 from tests.depot_sync.api.conftest import Harness
-from tests.depot_sync.helpers import seed_found
+from tests.depot_sync.conftest import Reads
+from tests.depot_sync.helpers import seed_found, until
 
 
 async def seeded(h: Harness, n: int, start: int = 0) -> None:
@@ -199,3 +207,161 @@ async def test_heartbeat_is_stored_and_answered(harness: Harness) -> None:
     theirs = dataclasses.replace(beat, device="bus-2")
     resp = await harness.send("POST", "/v1/heartbeat", theirs, device="bus-1", secret=secret)
     assert resp.status == 403
+
+
+async def delta(
+    h: Harness, secret: bytes, since: int, if_none_match: str | None = None
+) -> aiohttp.ClientResponse:
+    headers = {} if if_none_match is None else {"If-None-Match": if_none_match}
+    return await h.signed(
+        "GET", f"/v1/risklist/delta?since={since}", device="bus-1", secret=secret, headers=headers
+    )
+
+
+def page_of(h: Harness, body: bytes) -> DeltaPage:
+    return codec.decode(DeltaPage, unseal(h.signer.verifier(), codec.decode(Signed, body)))
+
+
+async def test_delta_etag_and_304_at_the_head(harness: Harness) -> None:
+    secret = await harness.enrol("bus-1")
+    await seeded(harness, 3)
+
+    first = await delta(harness, secret, 0)
+    assert first.status == 200
+    assert first.headers["ETag"] == '"v3"'
+    assert page_of(harness, await first.read()).until == 3
+
+    same = await delta(harness, secret, 3, '"v3"')
+    assert same.status == 304
+    assert same.headers["ETag"] == '"v3"'
+    assert same.headers["X-Hesgate-List-Version"] == "3"
+    assert await same.read() == b""
+    weak = await delta(harness, secret, 3, 'W/"v3"')
+    assert weak.status == 304
+
+    # Without the header, or with a tag for another version, or "*": the signed empty page.
+    for header in (None, '"v2"', "*", '"3"'):
+        plain = await delta(harness, secret, 3, header)
+        assert plain.status == 200, header
+        assert plain.headers["ETag"] == '"v3"'
+        page = page_of(harness, await plain.read())
+        assert (page.since, page.until, page.changes, page.more) == (3, 3, [], False)
+
+    # Behind the head: the changes, whatever the tag says.
+    behind = await delta(harness, secret, 1, '"v1"')
+    assert behind.status == 200
+    assert behind.headers["ETag"] == '"v3"'
+    assert len(page_of(harness, await behind.read()).changes) == 2
+
+    # Ahead of the head (a depot database that was reset): still 410.
+    ahead = await delta(harness, secret, 9, '"v9"')
+    assert ahead.status == 410
+
+
+async def test_conditional_delta_is_signed_like_any_other(harness: Harness) -> None:
+    secret = await harness.enrol("bus-1")
+    unsigned = await harness.client.get(
+        "/v1/risklist/delta?since=0", headers={"If-None-Match": '"v0"'}
+    )
+    assert unsigned.status == 401
+    assert (await unsigned.json())["reason"] == "missing_headers"
+    wrong = await harness.signed(
+        "GET",
+        "/v1/risklist/delta?since=0",
+        device="bus-1",
+        secret=b"\0" * len(secret),
+        headers={"If-None-Match": '"v0"'},
+    )
+    assert wrong.status == 401
+
+
+async def test_an_up_to_date_validator_sees_a_change_made_elsewhere(harness: Harness) -> None:
+    secret = await harness.enrol("bus-1")
+    await seeded(harness, 3)
+    watch = harness.depot.watch
+    await until(lambda: watch.listening, "the depot to listen for list changes")
+    assert (await delta(harness, secret, 3, '"v3"')).status == 304
+    # An online check or a refresh in another depot process lists one more code.
+    await seeded(harness, 1, start=50)
+    for _ in range(500):
+        resp = await delta(harness, secret, 3, '"v3"')
+        if resp.status == 200:
+            break
+        await asyncio.sleep(0.01)
+    assert resp.status == 200
+    page = page_of(harness, await resp.read())
+    assert (page.since, page.until, len(page.changes)) == (3, 4, 1)
+    assert resp.headers["ETag"] == '"v4"'
+    assert (await delta(harness, secret, 4, '"v4"')).status == 304
+
+
+async def test_polls_at_the_head_read_nothing_from_the_database(
+    make_harness: Callable[..., Any], reads: Reads, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # The list and its snapshot are there before the depot starts: no change is on its way.
+    await seed_found(pool, FieldCipher(os.urandom(32)), os.urandom(32), range(3))
+    published = await build_snapshot(
+        pool,
+        ListSigner.generate("depot-test"),
+        tmp_path / "data" / "snapshots",
+        keep=3,
+        max_shrink=0.1,
+    )
+    assert published is not None
+    async with make_harness() as h:
+        assert h.depot.snapshot_dir == published.path.parent
+        secret = await h.enrol("bus-1")
+        await until(lambda: h.depot.watch.listening, "the depot to listen for list changes")
+        for _ in range(3):
+            assert (await delta(h, secret, 3, '"v3"')).status == 304
+        assert reads.head == 1
+        snapshot = await h.signed("GET", "/v1/risklist/snapshot", device="bus-1", secret=secret)
+        etag = snapshot.headers["ETag"]
+        for _ in range(3):
+            again = await h.signed(
+                "GET",
+                "/v1/risklist/snapshot",
+                device="bus-1",
+                secret=secret,
+                headers={"If-None-Match": etag},
+            )
+            assert again.status == 304
+        assert reads.snapshot == 1
+
+
+async def test_a_snapshot_published_elsewhere_is_served(harness: Harness) -> None:
+    secret = await harness.enrol("bus-1")
+    await seeded(harness, 3)
+    await publish_snapshot(harness.depot)
+    await until(lambda: harness.depot.watch.listening, "the depot to listen for list changes")
+
+    async def get(etag: str | None = None) -> aiohttp.ClientResponse:
+        return await harness.signed(
+            "GET",
+            "/v1/risklist/snapshot",
+            device="bus-1",
+            secret=secret,
+            headers={} if etag is None else {"If-None-Match": etag},
+        )
+
+    old = (await get()).headers["ETag"]
+    assert (await get(old)).status == 304
+    # hes-depot build-snapshot, or the snapshot job of another depot process.
+    await seeded(harness, 2, start=20)
+    newer = await build_snapshot(
+        harness.pool,
+        harness.signer,
+        harness.depot.snapshot_dir,
+        keep=3,
+        max_shrink=0.1,
+    )
+    assert newer is not None
+    for _ in range(500):
+        resp = await get(old)
+        if resp.status == 200:
+            break
+        await asyncio.sleep(0.01)
+    assert resp.status == 200
+    assert resp.headers["ETag"] == newer.etag
+    assert resp.headers["X-Hesgate-List-Version"] == "5"
+    assert len(await resp.read()) == newer.size_bytes

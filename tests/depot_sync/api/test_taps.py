@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
 import msgpack
+import pytest
 
+from depot_sync.api import validator as validator_api
+from depot_sync.api.common import decode_body
 from protocol import codec
 from protocol.messages import MAX_BATCH_TAPS, PROTOCOL_VERSION, TapAck, TapBatch
 from tests.depot_sync.api.conftest import Harness
-from tests.depot_sync.helpers import taps
+from tests.depot_sync.helpers import taps, until
 
 
 async def post(h: Harness, device: str, secret: bytes, seqs: list[int]) -> TapAck:
@@ -107,3 +111,44 @@ async def test_too_large_is_413(harness: Harness) -> None:
     resp = await harness.signed("POST", "/v1/taps", huge, device="bus-1", secret=secret)
     assert resp.status == 413
     assert (await resp.json())["error"] == "too_large"
+
+
+class CountedSlots(asyncio.Semaphore):
+    """Ingest slots that say how many requests have come to wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__(0)  # every slot taken until the test frees one
+        self.arrived = 0
+
+    async def acquire(self) -> Literal[True]:
+        self.arrived += 1
+        return await super().acquire()
+
+
+async def test_a_batch_is_decoded_only_once_it_holds_a_slot(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = await harness.enrol("bus-1")
+    decoded: list[str] = []
+
+    def counting_decode(cls: type[Any], body: bytes, *, max_bytes: int) -> Any:
+        decoded.append(cls.__name__)
+        return decode_body(cls, body, max_bytes=max_bytes)
+
+    monkeypatch.setattr(validator_api, "decode_body", counting_decode)
+    slots = CountedSlots()
+    object.__setattr__(harness.depot, "ingest_slots", slots)  # the app's own depot
+
+    sends = [
+        asyncio.create_task(post(harness, "bus-1", secret, list(range(first, first + 10))))
+        for first in (1, 11, 21)
+    ]
+    await until(lambda: slots.arrived == 3, "three batches waiting for a slot")
+    # Read and signature-checked, waiting: none decoded yet.
+    assert decoded == []
+    slots.release()  # one slot: the batches go one after another
+    acks = await asyncio.gather(*sends)
+    assert decoded == ["TapBatch"] * 3
+    assert sorted(a.stored for a in acks) == [10, 10, 10]
+    assert max(a.ack for a in acks) == 30
+    assert await harness.pool.fetchval("SELECT count(*) FROM taps") == 30

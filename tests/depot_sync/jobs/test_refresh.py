@@ -4,10 +4,11 @@ import dataclasses
 import os
 
 import asyncpg
+from structlog.testing import capture_logs
 
 from depot_sync.config import RefreshSection
 from depot_sync.credentials import hes_key
-from depot_sync.crypto import FieldCipher
+from depot_sync.crypto import FieldCipher, credential_context
 from depot_sync.jobs.refresh import Refresher
 from depot_sync.metrics import DepotMetrics
 from depot_sync.registrations import import_registrations
@@ -126,3 +127,27 @@ async def test_max_codes_limits_a_round(pool: asyncpg.Pool) -> None:
             "SELECT count(*) FROM credentials WHERE kind = 1 AND last_checked_at IS NULL"
         )
         assert unchecked == 3
+
+
+async def test_a_code_that_does_not_decrypt_is_left_out(pool: asyncpg.Pool) -> None:
+    field = FieldCipher(os.urandom(32))
+    await register(pool, field, CODES[:3])
+    # Sealed under a field key this depot no longer has (rotated away without keeping it).
+    lost = hes_key(LIST_KEY, CODES[1])
+    await pool.execute(
+        "UPDATE credentials SET value_enc = $2 WHERE key = $1",
+        lost,
+        FieldCipher(os.urandom(32)).seal_text(CODES[1], context=credential_context(lost)),
+    )
+    async with simulated_ministry([person(code) for code in CODES[:3]]) as (_sim, client):
+        job, _ = refresher(pool, field, client)
+        with capture_logs() as logs:
+            report = await job.run_once()
+    assert (report.asked, report.changed, report.failed) == (2, 2, 0)
+    row = await pool.fetchrow(
+        "SELECT ministry_state, last_checked_at FROM credentials WHERE key = $1", lost
+    )
+    assert row is not None
+    assert (row["ministry_state"], row["last_checked_at"]) == ("unchecked", None)
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["key"] for e in errors] == [lost.hex()]
