@@ -20,6 +20,10 @@ def test_example_configuration_loads(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     config = load_config(DepotConfig, path)
     assert config.retention.tap_days == 30
+    # nginx logs the requests; the depot need not log them again.
+    assert config.server.access_log is False
+    assert config.server.gc_thresholds == (100_000, 50, 100)
+    assert "access_log /var/log/nginx/" in (EXAMPLES / "nginx-hes-depot.conf").read_text()
     assert config.ministry is not None
     assert config.ministry.environment == "test"
     assert config.policy.file == Path("/etc/hesgate/policy.toml")
