@@ -9,6 +9,7 @@ from bench.depot import DepotStack
 from bench.lists import ListStore
 from bench.postgres import Postgres
 from bench.settings import BenchConfig
+from runtime.config import ConfigError
 
 
 class BenchFailure(RuntimeError):
@@ -66,6 +67,11 @@ class Context:
     async def close(self) -> None:
         """Stop whatever was started, the depot first."""
         if self._depot is not None:
+            # Read at the end: by then the depot has long logged how it set itself up.
+            try:
+                self.notes.update(self._depot.settings())
+            except (OSError, ConfigError) as err:
+                self.notes["depot settings"] = f"not readable: {err}"
             await self._depot.stop()
             self._depot = None
         if self._postgres is not None:

@@ -29,6 +29,7 @@ from bench.lists import LIST_KEY
 from bench.measure import process_cpu_s, say
 from bench.postgres import Postgres
 from depot_sync.config import DEFAULT_MIGRATIONS_DIR
+from depot_sync.config import load as load_depot_config
 from depot_sync.credentials import MinistryFacts, MinistryState, hes_key, record_checked_code
 from depot_sync.crypto import FieldCipher, credential_context
 from depot_sync.db import Conn
@@ -84,6 +85,38 @@ def _toml(value: object) -> str:
 def _child_env() -> dict[str, str]:
     """The environment without configuration overrides meant for some other depot."""
     return {k: v for k, v in os.environ.items() if not (k.startswith("HESGATE_") and "__" in k)}
+
+
+def config_text(
+    *, directory: Path, port: int, url: str, dsn: str, field_key: bytes, signing_key: Path
+) -> str:
+    """The depot's configuration file for the bench: what it needs, the rest at its defaults.
+
+    Only what a depot cannot run without (where it listens, its database,
+    its keys) is set, and one thing that would skew the figures: no
+    snapshot job (the bench publishes its own). Everything that shapes
+    performance is left as a depot runs by default, notably ``[server]
+    access_log`` (on), ``gc_thresholds`` and ``gc_freeze``, and ``[ingest]
+    max_concurrent_batches``.
+    """
+    return (
+        f"data_dir = {_toml(directory)}\n"
+        "[server]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {port}\n"
+        f"public_url = {_toml(url)}\n"
+        "[database]\n"
+        f"dsn = {_toml(dsn)}\n"
+        "[keys]\n"
+        f"field_key = {_toml(field_key.hex())}\n"
+        f"list_key = {_toml(LIST_KEY.hex())}\n"
+        f"signing_key_file = {_toml(signing_key)}\n"
+        f"signing_key_id = {_toml(KEY_ID)}\n"
+        "[risklist]\n"
+        f"snapshot_dir = {_toml(directory / 'snapshots')}\n"
+        # The bench publishes snapshots itself; a job building one mid-run would skew it.
+        "snapshot_interval_s = 0\n"
+    )
 
 
 class DepotStack:
@@ -142,27 +175,40 @@ class DepotStack:
         await self._serve(config)
 
     def _config_text(self, port: int, signing_key: Path) -> str:
-        return (
-            f"data_dir = {_toml(self.dir)}\n"
-            "[server]\n"
-            'host = "127.0.0.1"\n'
-            f"port = {port}\n"
-            f"public_url = {_toml(self.url)}\n"
-            "[database]\n"
-            f"dsn = {_toml(self.dsn)}\n"
-            "[keys]\n"
-            f"field_key = {_toml(self.field_key.hex())}\n"
-            f"list_key = {_toml(LIST_KEY.hex())}\n"
-            f"signing_key_file = {_toml(signing_key)}\n"
-            f"signing_key_id = {_toml(KEY_ID)}\n"
-            "[risklist]\n"
-            f"snapshot_dir = {_toml(self.dir / 'snapshots')}\n"
-            # The bench publishes snapshots itself; a job building one mid-run would skew it.
-            "snapshot_interval_s = 0\n"
-            "[log]\n"
-            'level = "info"\n'
-            "json = true\n"
+        return config_text(
+            directory=self.dir,
+            port=port,
+            url=self.url,
+            dsn=self.dsn,
+            field_key=self.field_key,
+            signing_key=signing_key,
         )
+
+    def settings(self) -> dict[str, str]:
+        """What the running depot says it runs with: access log and garbage collector.
+
+        Read from the configuration it was given (loaded by the depot's own
+        loader) and from its ``garbage collector set`` log line, so a depot
+        that ignored its configuration shows here.
+        """
+        config = load_depot_config(self.dir / "depot.toml", env={})
+        server = config.server
+        notes = {
+            "depot [server] access_log": str(server.access_log).lower(),
+            "depot [server] gc_thresholds": str(list(server.gc_thresholds)),
+            "depot [server] gc_freeze": str(server.gc_freeze).lower(),
+        }
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "garbage collector set":
+                notes["depot garbage collector at start"] = (
+                    f"thresholds {event.get('thresholds')}, "
+                    f"{event.get('frozen_objects')} objects frozen"
+                )
+        return notes
 
     async def _serve(self, config: Path) -> None:
         say(f"depot: hes-depot serve on {self.url} (log: {self.log_path})")
