@@ -345,9 +345,14 @@ class RiskList:
         identity = file_identity(path)
         if identity == recorded:
             snapshot = Snapshot.open(path, self._verifier, verify_body=False)
-            if file_identity(path) == identity:
+            try:
+                unchanged = file_identity(path) == identity
+            except BaseException:
+                snapshot.close()
+                raise
+            if unchanged:
                 return snapshot, False
-            snapshot.close()
+            snapshot.close()  # changed under us: check it whole, below
         snapshot, verified_as = self._open_verified(path)
         if verified_as != recorded:
             db = self._conn()

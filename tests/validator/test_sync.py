@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import pytest
 from aiohttp import web
 
 from depot_sync.config import CheckSection, RiskListSection
@@ -22,7 +23,10 @@ from tests.pg import PgCluster, unique_name
 from tests.validator.bus import Bench, bench, config_from, on_the_bus
 from tests.validator.depot import Handler, LiveDepot, live_depot
 from tests.validator.ptys import FakeCable, eventually
-from validator.config import ValidatorConfig
+from validator.config import SyncSection, ValidatorConfig
+from validator.depot_client import BadAnswer, DepotClient
+from validator.listsync import ListSync
+from validator.risklist import RiskList
 
 #: Quick rounds for tests: a bus would use the defaults.
 FAST = """
@@ -356,3 +360,75 @@ async def test_rebuilt_depot_list_replaces_the_validators(
     finally:
         await fresh.close()
         await postgres.drop_database(name)
+
+
+async def test_delta_poll_at_the_depots_version_is_answered_304(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    polls: list[tuple[str | None, int, str | None]] = []
+    switches = {"wrong_etag": False}
+
+    async def watch(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path == "/v1/risklist/delta":
+            if switches["wrong_etag"] and response.status == 304:
+                response = web.Response(status=304, headers={"ETag": '"v0"'})
+            polls.append(
+                (
+                    request.headers.get("If-None-Match"),
+                    response.status,
+                    response.headers.get("ETag"),
+                )
+            )
+        return response
+
+    async with live_depot(pool, tmp_path, policy_toml=CURFEW, middlewares=(watch,)) as depot:
+        field = depot.depot.cipher
+        await seed_found(pool, field, depot.list_key, range(3))
+        await depot.publish()
+        secret = await depot.enrol("bus-0001")
+        client = DepotClient(base_url=depot.url, device_id="bus-0001", secret=secret)
+        risk_list = RiskList(tmp_path / "v", depot.signer.verifier())
+        await risk_list.load()
+        sync = ListSync(
+            client=client, risk_list=risk_list, data_dir=tmp_path / "v", config=SyncSection()
+        )
+        try:
+            await sync.sync_once()  # the snapshot, then the polls up to the depot's head
+            head = risk_list.version
+            assert head > 0
+            assert polls[-1] == (f'"v{head}"', 304, f'"v{head}"')
+
+            # Nothing new: 304, no page; the list counts as current from now.
+            polls.clear()
+            now_ms = int(time.time() * 1000) + 60_000
+            age = risk_list.age_s(now_ms)
+            await asyncio.sleep(0.05)
+            await sync.fetch_deltas()
+            assert polls == [(f'"v{head}"', 304, f'"v{head}"')]
+            assert risk_list.version == head
+            after = risk_list.age_s(now_ms)
+            assert age is not None
+            assert after is not None
+            assert after < age
+
+            # A change at the depot: the same conditional poll gets the page.
+            polls.clear()
+            await seed_found(pool, field, depot.list_key, [7], status=HealthStatus.RISKY)
+            await sync.fetch_deltas()
+            assert polls[0][:2] == (f'"v{head}"', 200)
+            entry = risk_list.lookup(depot.key(code_of(7)))
+            assert entry is not None
+            assert entry.status is HealthStatus.RISKY
+            assert risk_list.version > head
+
+            # A 304 that does not name the version asked about is not taken as "current".
+            switches["wrong_etag"] = True
+            fresh = risk_list.age_s(now_ms)
+            await asyncio.sleep(0.05)
+            with pytest.raises(BadAnswer, match="304"):
+                await sync.fetch_deltas()
+            assert risk_list.age_s(now_ms) == fresh
+        finally:
+            await client.close()
+            await risk_list.close()
