@@ -9,8 +9,6 @@ file altered on the box is refused like one altered on the wire.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +18,7 @@ import structlog
 from protocol.codec import MessageError, decode, encode
 from protocol.listsign import ListVerifier, SignatureInvalid, unseal
 from protocol.messages import Policy, Signed
+from runtime.files import write_atomically
 from validator.config import SyncSection
 from validator.decide import DEFAULT_POLICY
 from validator.depot_client import DepotClient, DepotError
@@ -103,7 +102,7 @@ class PolicyStore:
             return False
         not_saved: str | None = None
         try:
-            _write_atomically(self._path, encode(envelope))
+            write_atomically(self._path, encode(envelope))
         except OSError as err:
             not_saved = str(err)
         if not_saved is not None:
@@ -141,17 +140,3 @@ class PolicyStore:
                 continue
             backoff.reset()
             await sleep_or_wake(self.wake, config.policy_interval_s)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

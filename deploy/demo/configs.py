@@ -119,7 +119,7 @@ class DepotTuning:
     #: How long the Ministry client's breaker stays open after an outage.
     breaker_cooldown_s: float = 3.0
     #: The online check's Ministry budget.
-    check_budget_ms: int = 300
+    check_budget_ms: int = 250
 
 
 def depot_sections(

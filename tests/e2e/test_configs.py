@@ -96,7 +96,7 @@ def test_the_depots_file_with_the_demos_sections(tmp_path: Path) -> None:
     assert loaded.refresh.interval_s == 2.0
     assert loaded.refresh.recheck_after_s == 2
     assert loaded.risklist.snapshot_interval_s == 0
-    assert loaded.check.budget_ms == 300
+    assert loaded.check.budget_ms == 250
 
 
 def test_a_validators_file_from_what_provisioning_printed(tmp_path: Path) -> None:
