@@ -83,6 +83,9 @@ class DepotMetrics:
         self.exports = Counter(
             "hesgate_depot_exports", "Trip exports, by outcome.", ["outcome"], registry=r
         )
+        self.traces = Counter(
+            "hesgate_depot_traces", "Contact traces, by outcome.", ["outcome"], registry=r
+        )
         self.refreshed = Counter(
             "hesgate_depot_refresh_codes",
             "HES codes re-checked by the refresh job, by result.",

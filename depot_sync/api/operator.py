@@ -133,13 +133,16 @@ async def post_trace(request: web.Request, operator: Operator) -> web.StreamResp
             result = await trace.trace(conn, asked, limits)
     except trace.TraceTooLarge as err:
         await log_export_end(depot.pool, log_id, None, ok=False)
+        depot.metrics.traces.labels("too_large").inc()
         tlog.info("trace refused: too large", limit=err.limit, what=err.what)
         raise ApiError(413, "too_large", str(err), limit=err.limit) from err
     except asyncpg.PostgresError as err:
         await log_export_end(depot.pool, log_id, None, ok=False)
+        depot.metrics.traces.labels("failed").inc()
         tlog.warning("trace failed", error=f"{type(err).__name__}: {err}")
         raise
     await log_export_end(depot.pool, log_id, len(result.contacts), ok=True)
+    depot.metrics.traces.labels("done").inc()
     tlog.info("trace done", boardings=len(result.boardings), contacts=len(result.contacts))
     return web.json_response(result.as_json(), headers={hdrs.CACHE_CONTROL: "no-store"})
 

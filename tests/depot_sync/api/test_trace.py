@@ -191,6 +191,11 @@ async def test_too_many_boardings_or_contacts_is_413_and_logged_as_failed(
         assert "narrow the time range" in error["message"]
     logged = await log_rows(harness)
     assert [(r["outcome"], r["rows"]) for r in logged] == [("failed", None), ("failed", None)]
+    done = await post(harness, {"key": other_key("nobody").hex(), **RANGE}, auditor)
+    assert done.status == 200
+    metrics = await (await harness.client.get("/metrics")).text()
+    assert 'hesgate_depot_traces_total{outcome="too_large"} 2.0' in metrics
+    assert 'hesgate_depot_traces_total{outcome="done"} 1.0' in metrics
 
 
 async def test_the_depot_page_points_auditors_to_the_trace(harness: Harness) -> None:
