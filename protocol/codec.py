@@ -37,7 +37,7 @@ import msgpack
 from protocol.messages import MAX_BODY_BYTES
 from protocol.schema import COMPACT, Length, Pattern, Range
 
-__all__ = ["MAX_BODY_BYTES", "MessageError", "SchemaError", "decode", "encode"]
+__all__ = ["MAX_BODY_BYTES", "MessageError", "MessageTooLarge", "SchemaError", "decode", "encode"]
 
 M = TypeVar("M")
 
@@ -70,7 +70,15 @@ class MessageError(ValueError):
             path = prefix + self.path
         else:
             path = f"{prefix}.{self.path}"
-        return MessageError(path, self.problem)
+        return type(self)(path, self.problem)
+
+
+class MessageTooLarge(MessageError):
+    """A message holds more than its schema allows: a body, list, string or binary too long.
+
+    A server answers it with 413 rather than 400; ``path`` still names the
+    field where it can.
+    """
 
 
 class SchemaError(TypeError):
@@ -121,6 +129,16 @@ def _plain(obj: object) -> object:
     return codec.plain(obj)
 
 
+def _headroom(high: int) -> int:
+    """What MessagePack may read for a field whose schema allows ``high``.
+
+    More than ``high``, so a value somewhat over its limit still reaches the
+    schema check and its error names the field (``taps: expected at most
+    5000 items``); still bounded, so a body cannot declare huge containers.
+    """
+    return 2 * high + 16
+
+
 @dataclass(frozen=True, slots=True)
 class _Limits:
     """The largest container and string sizes a class's schema allows anywhere."""
@@ -161,7 +179,7 @@ class _Codec:
         except TypeError as err:
             raise MessageError("", f"expected bytes, got {type(data).__name__}") from err
         if size > max_bytes:
-            raise MessageError("", f"body is {size} bytes, more than the {max_bytes} allowed")
+            raise MessageTooLarge("", f"body is {size} bytes, more than the {max_bytes} allowed")
         # Our own bytes can only hold as many items as they have bytes.
         limits = _Limits(size, size, size, size) if trusted else self.limits
         try:
@@ -190,7 +208,9 @@ class _Codec:
         except UnicodeDecodeError as err:
             raise MessageError("", f"not valid MessagePack: a string is not UTF-8: {err}") from err
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as err:
-            raise MessageError("", _unpack_problem(self.cls, err)) from err
+            too_large = _SIZE_LIMIT.fullmatch(str(err)) is not None
+            error = MessageTooLarge if too_large else MessageError
+            raise error("", _unpack_problem(self.cls, err)) from err
 
 
 _SIZE_LIMIT: Final = re.compile(r"([0-9]+) exceeds max_(str|bin|array|map|ext)_len\(([0-9]+)\)")
@@ -291,6 +311,10 @@ class _Node:
         """Why ``value`` is not acceptable here: what was expected, and what came."""
         raise NotImplementedError
 
+    def too_long(self, value: object) -> bool:
+        """Whether ``value`` is refused only for holding more than this type allows."""
+        return False
+
 
 @dataclass(frozen=True, slots=True)
 class _IntNode(_Node):
@@ -363,7 +387,7 @@ class _StrNode(_Node):
     pattern: Pattern | None
 
     def limits(self) -> _Limits:
-        return _Limits(str_chars=self.length.high)
+        return _Limits(str_chars=_headroom(self.length.high))
 
     def emit(self, src: str, dst: str, fail: str, gen: _Generator) -> list[str]:
         bad = f"type({src}) is not str or not {self.length.low} <= len({src}) <= {self.length.high}"
@@ -380,13 +404,16 @@ class _StrNode(_Node):
         assert self.pattern is not None  # the length is right, so the pattern is not
         return f"a string matching {self.pattern.regex}", _quote(value)
 
+    def too_long(self, value: object) -> bool:
+        return type(value) is str and len(value) > self.length.high
+
 
 @dataclass(frozen=True, slots=True)
 class _BytesNode(_Node):
     length: Length
 
     def limits(self) -> _Limits:
-        return _Limits(bin=self.length.high)
+        return _Limits(bin=_headroom(self.length.high))
 
     def emit(self, src: str, dst: str, fail: str, gen: _Generator) -> list[str]:
         low, high = self.length.low, self.length.high
@@ -400,6 +427,9 @@ class _BytesNode(_Node):
         if type(value) is not bytes:
             return "binary", _wire_name(value)
         return _span(self.length, "bytes"), str(len(value))
+
+    def too_long(self, value: object) -> bool:
+        return type(value) is bytes and len(value) > self.length.high
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +505,7 @@ class _ListNode(_Node):
     length: Length
 
     def limits(self) -> _Limits:
-        return self.item.limits().join(_Limits(array=self.length.high))
+        return self.item.limits().join(_Limits(array=_headroom(self.length.high)))
 
     def emit(self, src: str, dst: str, fail: str, gen: _Generator) -> list[str]:
         low, high = self.length.low, self.length.high
@@ -490,6 +520,9 @@ class _ListNode(_Node):
         if type(value) is not list:
             return "array", _wire_name(value)
         return f"array of {_span(self.length, 'items')}", str(len(value))
+
+    def too_long(self, value: object) -> bool:
+        return type(value) is list and len(value) > self.length.high
 
 
 def _decode_items(decode_item: Callable[[object], object], items: list[object]) -> list[object]:
@@ -607,7 +640,8 @@ class _Generator:
 
         def fail(value: object) -> MessageError:
             expected, got = node.explain(value)
-            return MessageError(path, f"expected {expected}, got {got}")
+            error = MessageTooLarge if node.too_long(value) else MessageError
+            return error(path, f"expected {expected}, got {got}")
 
         return self.constant(fail)
 

@@ -78,9 +78,9 @@ def decode_body(cls: type[M], body: bytes, *, max_bytes: int) -> M:
     """A message from the body, or 400 naming the field (413 when it holds too much)."""
     try:
         return codec.decode(cls, body, max_bytes=max_bytes)
+    except codec.MessageTooLarge as err:
+        raise ApiError(413, "too_large", str(err), field=err.path or None) from err
     except codec.MessageError as err:
-        if "is larger than anything" in err.problem or "more than the" in err.problem:
-            raise ApiError(413, "too_large", str(err)) from err
         raise ApiError(400, "malformed", str(err), field=err.path or None) from err
 
 

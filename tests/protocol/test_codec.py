@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.codec import MessageError, SchemaError, decode, encode
+from protocol.codec import MessageError, MessageTooLarge, SchemaError, decode, encode
 from protocol.messages import (
     MAX_BODY_BYTES,
     PROTOCOL_VERSION,
@@ -230,11 +230,28 @@ def test_list_lengths_are_checked() -> None:
     )
 
 
-def test_an_oversized_array_is_refused_before_it_is_read() -> None:
+def test_a_list_over_its_limit_is_too_large_and_names_the_field() -> None:
     batch = wire_batch(*[wire_tap(seq=i + 1) for i in range(5001)])
     err = refusal(TapBatch, batch)
+    assert isinstance(err, MessageTooLarge)
+    assert (err.path, err.problem) == ("taps", "expected array of 1 to 5000 items, got 5001")
+
+
+def test_a_field_over_its_length_is_too_large_a_bad_one_is_not() -> None:
+    long_id = refusal(TapBatch, wire_batch(wire_tap(), device="b" * 65))
+    assert isinstance(long_id, MessageTooLarge)
+    assert long_id.path == "device"
+    bad_id = refusal(TapBatch, wire_batch(wire_tap(), device="-bus"))
+    assert not isinstance(bad_id, MessageTooLarge)
+    assert bad_id.path == "device"
+
+
+def test_an_array_far_over_its_limit_is_refused_before_it_is_read() -> None:
+    batch = wire_batch(*[wire_tap(seq=i + 1) for i in range(10_017)])
+    err = refusal(TapBatch, batch)
+    assert isinstance(err, MessageTooLarge)
     assert err.path == ""
-    assert "5001" in err.problem
+    assert "10017" in err.problem
     # A header claiming four billion items in five bytes costs nothing either.
     with pytest.raises(MessageError, match="larger than anything in TapBatch"):
         decode(TapBatch, b"\xdd\xff\xff\xff\xff")

@@ -107,6 +107,7 @@ async def test_too_large_is_413(harness: Harness) -> None:
     )
     resp = await harness.signed("POST", "/v1/taps", too_many, device="bus-1", secret=secret)
     assert resp.status == 413
+    assert (await resp.json())["field"] == "taps"
     huge = b"\x00" * (harness.depot.config.server.max_body_bytes + 1)
     resp = await harness.signed("POST", "/v1/taps", huge, device="bus-1", secret=secret)
     assert resp.status == 413
