@@ -619,16 +619,16 @@ class RiskList:
 
     def _persist(self, changes: dict[bytes, Change], version: int) -> None:
         db = self._conn()
+        rows = [(key, *change) for key, change in changes.items()]
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO overlay (key, version, removed, status, expiry_day, tckn_last3,"
-                " groups) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
-                " version = excluded.version, removed = excluded.removed,"
-                " status = excluded.status, expiry_day = excluded.expiry_day,"
-                " tckn_last3 = excluded.tckn_last3, groups = excluded.groups",
-                [(key, *change) for key, change in changes.items()],
-            )
+            # A few multi-row statements, not one executemany: executemany gives up
+            # and retakes the GIL at every row, which on two cores lets a busy gate
+            # thread stretch a 100k-change delta past two seconds (docs/performance.md).
+            for start in range(0, len(rows), _UPSERT_ROWS):
+                chunk = rows[start : start + _UPSERT_ROWS]
+                sql = _UPSERT_FULL if len(chunk) == _UPSERT_ROWS else _upsert_sql(len(chunk))
+                db.execute(sql, [v for row in chunk for v in row])
             self._set_meta("version", version)
             db.execute("COMMIT")
         except sqlite3.Error:
@@ -676,3 +676,27 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: Overlay rows one upsert statement writes (7 values a row, under SQLite's 32,766 variables).
+_UPSERT_ROWS: Final = 2000
+
+
+_UPSERT_HEAD: Final = (
+    "INSERT INTO overlay (key, version, removed, status, expiry_day, tckn_last3, groups) VALUES "
+)
+_UPSERT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_TAIL: Final = (
+    " ON CONFLICT (key) DO UPDATE SET"
+    " version = excluded.version, removed = excluded.removed,"
+    " status = excluded.status, expiry_day = excluded.expiry_day,"
+    " tckn_last3 = excluded.tckn_last3, groups = excluded.groups"
+)
+
+
+def _upsert_sql(rows: int) -> str:
+    """An upsert of ``rows`` overlay rows in one statement (placeholders only)."""
+    return _UPSERT_HEAD + ", ".join([_UPSERT_ROW] * rows) + _UPSERT_TAIL
+
+
+_UPSERT_FULL: Final = _upsert_sql(_UPSERT_ROWS)
