@@ -140,6 +140,21 @@ async def test_key_that_does_not_match_the_code_is_refused(harness: Harness) -> 
     assert (await resp.json())["field"] == "key"
 
 
+CARD_UID = "04A224B2C61E80"
+
+
+async def register_card(h: Any, tckn: str) -> bytes:
+    """Register the card ``CARD_UID`` to ``CODE`` (owner born 1950); its risk-list key."""
+    async with h.pool.acquire() as conn:
+        await import_registrations(
+            conn,
+            h.depot.cipher,
+            h.depot.list_key,
+            f"card_uid,hes_code,tckn,birth_year\n{CARD_UID},{CODE},{tckn},1950\n",
+        )
+    return card_key(h.depot.list_key, CARD_UID)
+
+
 async def test_card_is_checked_through_its_code(make_harness: Callable[..., Any]) -> None:
     someone = person(CODE)
     async with (
@@ -147,14 +162,7 @@ async def test_card_is_checked_through_its_code(make_harness: Callable[..., Any]
         make_harness(ministry=client, check=PATIENT) as h,
     ):
         secret = await h.enrol("bus-1")
-        async with h.pool.acquire() as conn:
-            await import_registrations(
-                conn,
-                h.depot.cipher,
-                h.depot.list_key,
-                f"card_uid,hes_code,tckn,birth_year\n04A224B2C61E80,{CODE},{someone.tckn},1950\n",
-            )
-        card = card_key(h.depot.list_key, "04A224B2C61E80")
+        card = await register_card(h, someone.tckn)
         answer = await ask(h, secret, None, key=card, method=ReadMethod.CARD)
         assert answer.outcome is CheckOutcome.FOUND
         assert answer.status is HealthStatus.RISKLESS
@@ -180,20 +188,13 @@ async def test_card_whose_code_does_not_decrypt_is_unavailable(
         make_harness(ministry=client, check=PATIENT) as h,
     ):
         secret = await h.enrol("bus-1")
-        async with h.pool.acquire() as conn:
-            await import_registrations(
-                conn,
-                h.depot.cipher,
-                h.depot.list_key,
-                f"card_uid,hes_code,tckn,birth_year\n04A224B2C61E80,{CODE},{someone.tckn},1950\n",
-            )
+        card = await register_card(h, someone.tckn)
         code = hes_key(h.depot.list_key, CODE)
         await h.pool.execute(
             "UPDATE credentials SET value_enc = $2 WHERE key = $1",
             code,
             FieldCipher(os.urandom(32)).seal_text(CODE, context=credential_context(code)),
         )
-        card = card_key(h.depot.list_key, "04A224B2C61E80")
         with capture_logs() as logs:
             answer = await ask(h, secret, None, key=card, method=ReadMethod.CARD)
         # Never "not found", never riskless: the validator applies its offline policy.
