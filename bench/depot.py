@@ -30,13 +30,18 @@ from bench.measure import process_cpu_s, say
 from bench.postgres import Postgres
 from depot_sync.config import DEFAULT_MIGRATIONS_DIR
 from depot_sync.config import load as load_depot_config
-from depot_sync.credentials import MinistryFacts, MinistryState, hes_key, record_checked_code
 from depot_sync.crypto import FieldCipher, credential_context
 from depot_sync.db import Conn
 from depot_sync.db.migrations import migrate
-from depot_sync.devices import provision_device
 from depot_sync.jobs.partitions import ensure_partitions
-from depot_sync.operators import Role, create_operator
+from depot_sync.operations.devices import provision_device
+from depot_sync.operations.operators import Role, create_operator
+from depot_sync.risklist.credentials import (
+    MinistryFacts,
+    MinistryState,
+    hes_key,
+    record_checked_code,
+)
 from depot_sync.risklist.snapshots import PublishedSnapshot, build_snapshot
 from protocol.listsign import ListSigner
 from protocol.risk import HealthStatus

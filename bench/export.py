@@ -3,7 +3,7 @@
 The export covers every tap in the table (what the ingest section left, or
 rows seeded here with the same COPY when it did not run), streamed over HTTP
 from ``hes-depot serve`` and counted line by line. The reference runs the
-depot's own :func:`depot_sync.exports.stream_trips` with the same filters on a
+depot's own :func:`depot_sync.audit.exports.stream_trips` with the same filters on a
 direct database connection into a sink that only counts: the export without
 HTTP, authentication and logging.
 """
@@ -22,7 +22,7 @@ from bench.depot import DepotStack
 from bench.ingest import plan, raw_copy, reset
 from bench.measure import say
 from bench.table import Reference, Result
-from depot_sync.exports import ExportFormat, TripFilters, stream_trips
+from depot_sync.audit.exports import ExportFormat, TripFilters, stream_trips
 from protocol.risk import ISTANBUL
 
 SECTION: Final = "export"

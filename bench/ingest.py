@@ -39,7 +39,7 @@ from bench.measure import best_of, say
 from bench.postgres import Postgres
 from bench.table import Basis, Bound, Reference, Result, Target
 from depot_sync.config import IngestSection
-from depot_sync.ingest import TAP_COLUMNS, tap_row
+from depot_sync.taps.ingest import TAP_COLUMNS, tap_row
 from protocol import codec
 from protocol.credentials import ReadMethod
 from protocol.messages import PROTOCOL_VERSION, TapAck, TapBatch, TapRecord

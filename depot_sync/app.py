@@ -17,18 +17,18 @@ from depot_sync.api import operator as operator_api
 from depot_sync.api import validator as validator_api
 from depot_sync.api.common import error_middleware
 from depot_sync.auth import PgDeviceSecrets, PgNonceStore, purge_nonces
-from depot_sync.check import OnlineCheck
 from depot_sync.collector import tuned_collector
 from depot_sync.config import DepotConfig, KeysSection, ServerSection
 from depot_sync.crypto import FieldCipher
 from depot_sync.db.migrations import migrate, pending
 from depot_sync.db.pool import open_database
-from depot_sync.fleet import LastSeen
 from depot_sync.jobs.partitions import ensure_partitions, purge
-from depot_sync.jobs.refresh import Refresher
 from depot_sync.jobs.runner import Job, JobRunner
 from depot_sync.metrics import DepotMetrics
-from depot_sync.policy import PolicyError, PolicySource
+from depot_sync.ministry.check import OnlineCheck
+from depot_sync.ministry.refresh import Refresher
+from depot_sync.operations.fleet import LastSeen
+from depot_sync.operations.policy import PolicyError, PolicySource
 from depot_sync.risklist.snapshots import SnapshotRefused, build_snapshot
 from depot_sync.risklist.watch import HEAD, SNAPSHOT, ListWatch
 from depot_sync.state import DEPOT, JOBS, Depot

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from depot_sync.crypto import DecryptionError, FieldCipher
-from depot_sync.devices import DeviceStatus, load_secret
+from depot_sync.operations.devices import DeviceStatus, load_secret
 from protocol.signing import AuthError, AuthReason
 
 log = structlog.get_logger("hesgate.depot.auth")

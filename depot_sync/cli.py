@@ -33,13 +33,24 @@ from depot_sync.crypto import FieldCipher
 from depot_sync.db.embedded import EmbeddedPostgresError
 from depot_sync.db.migrations import MigrationError, migrate, pending
 from depot_sync.db.pool import DatabaseUnavailable, open_database
-from depot_sync.devices import DeviceError, provision_device, revoke_device, validator_config
 from depot_sync.jobs.partitions import BadDuration, ensure_partitions, parse_days, purge
-from depot_sync.jobs.refresh import Refresher
 from depot_sync.metrics import DepotMetrics
-from depot_sync.operators import OperatorError, Role, add_token, create_operator, revoke_tokens
-from depot_sync.policy import PolicyError
-from depot_sync.registrations import RegistrationFileError, import_registrations, read_file
+from depot_sync.ministry.refresh import Refresher
+from depot_sync.operations.devices import (
+    DeviceError,
+    provision_device,
+    revoke_device,
+    validator_config,
+)
+from depot_sync.operations.operators import (
+    OperatorError,
+    Role,
+    add_token,
+    create_operator,
+    revoke_tokens,
+)
+from depot_sync.operations.policy import PolicyError
+from depot_sync.risklist.registrations import RegistrationFileError, import_registrations, read_file
 from depot_sync.risklist.snapshots import SnapshotRefused, build_snapshot
 from protocol.credentials import LIST_KEY_SIZE
 from protocol.listsign import ListSigner

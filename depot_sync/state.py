@@ -10,13 +10,13 @@ import asyncpg
 from aiohttp import web
 
 from depot_sync.auth import PgDeviceSecrets
-from depot_sync.check import OnlineCheck
 from depot_sync.config import DepotConfig
 from depot_sync.crypto import FieldCipher
-from depot_sync.fleet import LastSeen
 from depot_sync.jobs.runner import JobRunner
 from depot_sync.metrics import DepotMetrics
-from depot_sync.policy import PolicySource
+from depot_sync.ministry.check import OnlineCheck
+from depot_sync.operations.fleet import LastSeen
+from depot_sync.operations.policy import PolicySource
 from depot_sync.risklist.watch import ListWatch
 from protocol.listsign import ListSigner
 from protocol.ministry import MinistryClient

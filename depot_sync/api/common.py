@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 import structlog
 from aiohttp import hdrs, web
 
-from depot_sync.operators import Operator, Role, authenticate
+from depot_sync.operations.operators import Operator, Role, authenticate
 from depot_sync.state import DEPOT
 from protocol import codec
 from protocol.signing import AuthError, NonceStoreFull, verify_request

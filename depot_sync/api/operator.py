@@ -11,18 +11,18 @@ import asyncpg
 import structlog
 from aiohttp import hdrs, web
 
-from depot_sync import trace
 from depot_sync.api.common import ApiError, operator_only
-from depot_sync.exports import (
+from depot_sync.audit import trace
+from depot_sync.audit.exports import (
     BadFilter,
     log_export_end,
     log_export_start,
     parse_query,
     stream_trips,
 )
-from depot_sync.fleet import fleet_devices
 from depot_sync.metrics import BREAKER_VALUES, CONTENT_TYPE_LATEST
-from depot_sync.operators import Operator, Role
+from depot_sync.operations.fleet import fleet_devices
+from depot_sync.operations.operators import Operator, Role
 from depot_sync.risklist.changes import list_head
 from depot_sync.risklist.snapshots import latest_snapshot
 from depot_sync.state import DEPOT, JOBS, Depot

@@ -18,12 +18,12 @@ from depot_sync.api.common import (
     device_signed,
     msgpack_response,
 )
-from depot_sync.check import BadCheck
-from depot_sync.fleet import record_heartbeat
-from depot_sync.ingest import ingest_batch
+from depot_sync.ministry.check import BadCheck
+from depot_sync.operations.fleet import record_heartbeat
 from depot_sync.risklist.changes import DeltaUnavailable, delta_page, signed_page
 from depot_sync.risklist.snapshots import PublishedSnapshot
 from depot_sync.state import DEPOT, Depot
+from depot_sync.taps.ingest import ingest_batch
 from protocol import codec
 from protocol.messages import (
     PROTOCOL_VERSION,

@@ -13,9 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 import asyncpg
 import pytest
 
-from depot_sync.credentials import MinistryFacts, MinistryState, hes_key, record_checked_code
 from depot_sync.crypto import FieldCipher, credential_context
-from depot_sync.devices import provision_device
+from depot_sync.operations.devices import provision_device
+from depot_sync.risklist.credentials import (
+    MinistryFacts,
+    MinistryState,
+    hes_key,
+    record_checked_code,
+)
 from protocol.credentials import ReadMethod
 from protocol.messages import TapRecord
 from protocol.reasons import DecidedBy, Decision, Reason

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from depot_sync.config import DepotConfig
-from depot_sync.policy import load_policy
+from depot_sync.operations.policy import load_policy
 from protocol.messages import Behaviour
 from runtime.config import load_config
 

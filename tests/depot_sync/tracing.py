@@ -9,16 +9,16 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from depot_sync.credentials import (
+from depot_sync.crypto import FieldCipher
+from depot_sync.risklist.credentials import (
     MinistryFacts,
     MinistryState,
     card_key,
     hes_key,
     record_facts,
 )
-from depot_sync.crypto import FieldCipher
-from depot_sync.ingest import TAP_COLUMNS, tap_row
-from depot_sync.registrations import import_registrations
+from depot_sync.risklist.registrations import import_registrations
+from depot_sync.taps.ingest import TAP_COLUMNS, tap_row
 from protocol.credentials import ReadMethod
 from protocol.reasons import DecidedBy, Decision, Reason
 from protocol.risk import HealthStatus

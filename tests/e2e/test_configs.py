@@ -21,7 +21,7 @@ from deploy.demo.configs import (
 )
 from depot_sync.cli import main as depot_main
 from depot_sync.config import load as load_depot_config
-from depot_sync.policy import load_policy
+from depot_sync.operations.policy import load_policy
 from protocol.messages import Behaviour
 from protocol.risk import ISTANBUL, Groups
 from runtime.config import load_config

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from depot_sync.devices import validator_config
+from depot_sync.operations.devices import validator_config
 from protocol.codec import encode
 from protocol.listsign import ListSigner
 from protocol.messages import Signed

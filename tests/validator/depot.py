@@ -19,8 +19,8 @@ from aiohttp.typedefs import Middleware
 
 from depot_sync.app import build_depot, create_app, publish_snapshot
 from depot_sync.config import PolicySection
-from depot_sync.credentials import hes_key
-from depot_sync.devices import provision_device, validator_config
+from depot_sync.operations.devices import provision_device, validator_config
+from depot_sync.risklist.credentials import hes_key
 from depot_sync.risklist.snapshots import PublishedSnapshot, latest_snapshot
 from depot_sync.state import Depot
 from protocol.listsign import ListSigner

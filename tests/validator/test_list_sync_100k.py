@@ -8,10 +8,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from depot_sync.credentials import NOT_FOUND, MinistryFacts, MinistryState, record_facts
 from depot_sync.crypto import credential_context
-from depot_sync.registrations import import_registrations
 from depot_sync.risklist.changes import list_head
+from depot_sync.risklist.credentials import NOT_FOUND, MinistryFacts, MinistryState, record_facts
+from depot_sync.risklist.registrations import import_registrations
 from protocol.risk import HealthStatus
 from tests.depot_sync.helpers import code_of, listed
 from tests.validator.bus import bench, config_from, on_the_bus

@@ -18,7 +18,7 @@ from protocol.messages import Signed
 from protocol.ministry.simulator import Faults
 from protocol.risk import HealthStatus
 from tests.depot_sync.helpers import code_of, seed_found
-from tests.depot_sync.ministry import person, simulated_ministry
+from tests.depot_sync.ministry.sim import person, simulated_ministry
 from tests.pg import PgCluster, unique_name
 from tests.validator.bus import Bench, bench, config_from, on_the_bus
 from tests.validator.depot import Handler, LiveDepot, live_depot

@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from depot_sync.app import build_depot, create_app
 from depot_sync.config import AuthSection, DepotConfig, KeysSection
-from depot_sync.devices import provision_device
-from depot_sync.operators import Role, create_operator
+from depot_sync.operations.devices import provision_device
+from depot_sync.operations.operators import Role, create_operator
 from depot_sync.state import Depot
 from protocol import codec
 from protocol.listsign import ListSigner

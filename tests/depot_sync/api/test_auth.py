@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 import aiohttp
 import pytest
 
-from depot_sync.devices import revoke_device
+from depot_sync.operations.devices import revoke_device
 from protocol import codec
 from protocol.messages import PROTOCOL_VERSION, TapBatch
 from protocol.signing import sign_request

@@ -8,17 +8,17 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from depot_sync.config import CheckSection
-from depot_sync.credentials import card_key, hes_key
 from depot_sync.crypto import FieldCipher, credential_context
-from depot_sync.registrations import import_registrations
 from depot_sync.risklist.changes import delta_page
+from depot_sync.risklist.credentials import card_key, hes_key
+from depot_sync.risklist.registrations import import_registrations
 from protocol import codec
 from protocol.credentials import ReadMethod
 from protocol.messages import PROTOCOL_VERSION, CheckAnswer, CheckOutcome, CheckRequest
 from protocol.ministry.simulator import Faults
 from protocol.risk import Groups, HealthStatus, expiry_day_of
 from tests.depot_sync.api.conftest import Harness
-from tests.depot_sync.ministry import person, simulated_ministry
+from tests.depot_sync.ministry.sim import person, simulated_ministry
 
 CODE = "R7G6915415"
 #: Tests that expect an answer give the loopback simulator time even on a loaded machine.

@@ -12,10 +12,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from depot_sync.app import create_app
-from depot_sync.ingest import TAP_COLUMNS, tap_row
 from depot_sync.jobs.runner import Job, JobRunner
-from depot_sync.operators import Role
+from depot_sync.operations.operators import Role
 from depot_sync.state import JOBS
+from depot_sync.taps.ingest import TAP_COLUMNS, tap_row
 from protocol.messages import PROTOCOL_VERSION, TapBatch
 from tests.depot_sync.api.conftest import Harness
 from tests.depot_sync.helpers import BASE_MS, tap, taps

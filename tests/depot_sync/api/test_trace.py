@@ -5,8 +5,8 @@ from typing import Any
 
 import aiohttp
 
-from depot_sync.operators import Role
-from depot_sync.trace import TraceLimits
+from depot_sync.audit.trace import TraceLimits
+from depot_sync.operations.operators import Role
 from tests.depot_sync.api.conftest import Harness
 from tests.depot_sync.tracing import (
     A_CODE,

@@ -5,7 +5,6 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from depot_sync.ingest import ingest_batch
 from depot_sync.jobs.partitions import (
     BadDuration,
     ensure_partitions,
@@ -13,6 +12,7 @@ from depot_sync.jobs.partitions import (
     partition_days,
     purge,
 )
+from depot_sync.taps.ingest import ingest_batch
 from tests.depot_sync.helpers import BASE_MS, enrol, tap
 
 DAY_MS = 86_400_000

@@ -7,10 +7,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from depot_sync.credentials import NOT_FOUND, MinistryFacts, MinistryState, record_facts
 from depot_sync.crypto import FieldCipher
-from depot_sync.registrations import import_registrations
 from depot_sync.risklist.changes import DeltaUnavailable, delta_page, list_head, signed_page
+from depot_sync.risklist.credentials import NOT_FOUND, MinistryFacts, MinistryState, record_facts
+from depot_sync.risklist.registrations import import_registrations
 from depot_sync.risklist.snapshots import SnapshotRefused, build_snapshot, latest_snapshot
 from protocol import codec
 from protocol.listsign import ListSigner, unseal

@@ -33,9 +33,9 @@ from typing import Final
 
 import structlog
 
-from depot_sync.credentials import card_key, groups_for_birth_year, hes_key, lock_list
 from depot_sync.crypto import FieldCipher, credential_context
 from depot_sync.db import Conn
+from depot_sync.risklist.credentials import card_key, groups_for_birth_year, hes_key, lock_list
 from protocol import hescode, tckn
 from protocol.risk import Groups
 

@@ -4,7 +4,7 @@ import asyncio
 
 import asyncpg
 
-from depot_sync.ingest import ingest_batch
+from depot_sync.taps.ingest import ingest_batch
 from protocol.messages import TapRecord
 from tests.depot_sync.helpers import enrol, tap, taps
 

@@ -2,7 +2,7 @@
 
 The device's row in ``device_sync`` is locked for the batch, so batches of
 one device are applied one after another while different devices load in
-parallel. :func:`depot_sync.tapseq.plan_batch` decides from that row and the
+parallel. :func:`depot_sync.taps.tapseq.plan_batch` decides from that row and the
 device's gaps which records are new; only those are copied into the
 partitioned ``taps`` table, and the new ack, maximum and gaps are written in
 the same transaction. If ``taps`` ever disagrees with that state (a restore
@@ -21,7 +21,7 @@ import asyncpg
 import structlog
 
 from depot_sync.db import Conn
-from depot_sync.tapseq import Gap, SeqState, plan_batch
+from depot_sync.taps.tapseq import Gap, SeqState, plan_batch
 from protocol.messages import TapRecord
 
 log = structlog.get_logger("hesgate.depot.ingest")

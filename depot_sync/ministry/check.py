@@ -21,7 +21,10 @@ import asyncpg
 import structlog
 
 from depot_sync.config import CheckSection
-from depot_sync.credentials import (
+from depot_sync.crypto import FieldCipher, credential_context
+from depot_sync.metrics import DepotMetrics
+from depot_sync.risklist.changes import list_head
+from depot_sync.risklist.credentials import (
     EXPIRED,
     NOT_FOUND,
     KnownCredential,
@@ -34,9 +37,6 @@ from depot_sync.credentials import (
     record_facts,
     stored_code,
 )
-from depot_sync.crypto import FieldCipher, credential_context
-from depot_sync.metrics import DepotMetrics
-from depot_sync.risklist.changes import list_head
 from protocol.credentials import CredentialKind
 from protocol.messages import PROTOCOL_VERSION, CheckAnswer, CheckOutcome, CheckRequest
 from protocol.ministry import (

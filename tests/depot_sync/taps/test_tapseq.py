@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from depot_sync.tapseq import Gap, SeqState, plan_batch
+from depot_sync.taps.tapseq import Gap, SeqState, plan_batch
 
 
 def apply(state: SeqState, seqs: list[int]) -> tuple[SeqState, int, int]:

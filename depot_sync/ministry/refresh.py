@@ -3,7 +3,7 @@
 Codes never checked come first, then those whose last answer is older than
 ``refresh.recheck_after_s``. Each round asks the bulk endpoint about up to
 ``batch_size`` codes and stores the answers; only real changes reach the
-list (see :func:`depot_sync.credentials.record_facts`). A code the Ministry
+list (see :func:`depot_sync.risklist.credentials.record_facts`). A code the Ministry
 gave no answer for keeps its old answer and its old check time, so it is
 asked again next round. The pace never passes ``max_codes_per_s``.
 """
@@ -19,7 +19,9 @@ import asyncpg
 import structlog
 
 from depot_sync.config import RefreshSection
-from depot_sync.credentials import (
+from depot_sync.crypto import FieldCipher
+from depot_sync.metrics import DepotMetrics
+from depot_sync.risklist.credentials import (
     EXPIRED,
     NOT_FOUND,
     MinistryFacts,
@@ -28,8 +30,6 @@ from depot_sync.credentials import (
     refresh_groups,
     stored_code,
 )
-from depot_sync.crypto import FieldCipher
-from depot_sync.metrics import DepotMetrics
 from protocol.ministry import MinistryClient
 from protocol.risk import ISTANBUL
 

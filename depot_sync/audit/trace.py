@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from depot_sync.credentials import card_key, hes_key
+from depot_sync.audit.exports import BadFilter, parse_time
 from depot_sync.db import Conn, Queryable
-from depot_sync.exports import BadFilter, parse_time
-from depot_sync.registrations import normalize_uid
+from depot_sync.risklist.credentials import card_key, hes_key
+from depot_sync.risklist.registrations import normalize_uid
 from protocol import hescode
 from protocol.credentials import KEY_SIZE, CredentialKind
 from protocol.reasons import Decision, Reason

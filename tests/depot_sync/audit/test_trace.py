@@ -7,8 +7,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from depot_sync.crypto import FieldCipher
-from depot_sync.trace import (
+from depot_sync.audit.trace import (
     _BOARDINGS,
     _CONTACTS,
     BadTraceRequest,
@@ -19,6 +18,7 @@ from depot_sync.trace import (
     parse_request,
     trace,
 )
+from depot_sync.crypto import FieldCipher
 from protocol.credentials import CredentialKind
 from protocol.risk import HealthStatus
 from tests.depot_sync.tracing import (

@@ -6,8 +6,8 @@ import os
 
 from structlog.testing import capture_logs
 
-from depot_sync.credentials import hes_key, stored_code
 from depot_sync.crypto import FieldCipher, credential_context
+from depot_sync.risklist.credentials import hes_key, stored_code
 
 LIST_KEY = os.urandom(32)
 CODE = "R7G6915415"

@@ -7,15 +7,15 @@ import asyncpg
 from structlog.testing import capture_logs
 
 from depot_sync.config import RefreshSection
-from depot_sync.credentials import hes_key
 from depot_sync.crypto import FieldCipher, credential_context
-from depot_sync.jobs.refresh import Refresher
 from depot_sync.metrics import DepotMetrics
-from depot_sync.registrations import import_registrations
+from depot_sync.ministry.refresh import Refresher
+from depot_sync.risklist.credentials import hes_key
+from depot_sync.risklist.registrations import import_registrations
 from protocol.ministry import MinistryClient
 from protocol.ministry.simulator import Faults
 from protocol.risk import HealthStatus
-from tests.depot_sync.ministry import person, simulated_ministry
+from tests.depot_sync.ministry.sim import person, simulated_ministry
 
 LIST_KEY = os.urandom(32)
 CODES = [f"CODE{n:06d}" for n in range(6)]

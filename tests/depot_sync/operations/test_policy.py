@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from depot_sync.policy import PolicyError, PolicySource, load_policy
+from depot_sync.operations.policy import PolicyError, PolicySource, load_policy
 from protocol import codec
 from protocol.listsign import ListSigner, unseal
 from protocol.messages import Behaviour, Policy, Signed

@@ -6,9 +6,9 @@ import os
 import asyncpg
 import pytest
 
-from depot_sync.credentials import card_key, hes_key
 from depot_sync.crypto import FieldCipher, credential_context
-from depot_sync.registrations import RegistrationFileError, import_registrations, read_rows
+from depot_sync.risklist.credentials import card_key, hes_key
+from depot_sync.risklist.registrations import RegistrationFileError, import_registrations, read_rows
 from protocol import tckn
 from protocol.risk import Groups
 

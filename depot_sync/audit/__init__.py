@@ -1,0 +1,1 @@
+"""What auditors use: trip exports and contact traces."""

@@ -1,0 +1,1 @@
+"""What operations staff run: the fleet, enrolled devices, operators and the boarding policy."""

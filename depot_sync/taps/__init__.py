@@ -1,0 +1,1 @@
+"""Tap records: storing validators' batches exactly once and knowing which sequences are held."""
