@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from tests.chromium import Chromium, find_chromium
 from tests.pg import PgCluster, pg_cluster
 
 
@@ -44,3 +45,12 @@ def restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """A real headless Chromium; skipped, saying why, where none is installed."""
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's chromium)")
+    return Chromium(binary)
